@@ -1,0 +1,66 @@
+"""
+The C{echoplus} command: tools around a running or planned echoplus server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from echoplus import __version__
+
+__all__ = ["main"]
+
+
+def _processors(arguments: argparse.Namespace) -> int:
+    from echoplus.errors import ConfigError
+    from echoplus.processors import all_factories
+
+    try:
+        factories = all_factories()
+    except ConfigError as error:
+        print(f"echoplus: error: {error}", file=sys.stderr)
+        return 1
+    width = max(len(name) for name in factories)
+    for name, factory in factories.items():
+        print(f"{name:<{width}}  {factory.description}")
+        for option, description in getattr(factory, "options", {}).items():
+            print(f"{'':<{width}}    {option}: {description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """
+    The argument parser of the C{echoplus} command and its subcommands.
+    """
+    parser = argparse.ArgumentParser(
+        prog="echoplus",
+        description=(
+            "Tools for echoplus servers.  The server itself runs under twistd: "
+            "twistd -n echoplus --help."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    commands = parser.add_subparsers(title="commands", dest="command")
+    listing = commands.add_parser(
+        "processors", help="list the built-in and plugin processors"
+    )
+    listing.set_defaults(run=_processors)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """
+    Run the C{echoplus} command; return its exit status.
+    """
+    parser = build_parser()
+    arguments = parser.parse_args(argv)
+    if not getattr(arguments, "run", None):
+        parser.print_help()
+        return 0
+    return int(arguments.run(arguments))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

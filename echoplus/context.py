@@ -1,0 +1,47 @@
+"""
+What a processor knows about the connection a message arrived on.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import attrs
+from twisted.internet.interfaces import IReactorTime
+
+__all__ = ["ConnectionContext"]
+
+
+@attrs.frozen(eq=False)
+class ConnectionContext:
+    """
+    The per-connection context handed to every processor call.
+
+    One instance is made per connection, never per message.  Contexts
+    compare by identity, so they can key dictionaries and sets of
+    connections (rooms, topic subscribers).
+
+    @ivar id: the connection's id, unique within the process.
+    @ivar peer: the client's address as Twisted reports it (behind
+        C{haproxy:}, the address from the PROXY header).
+    @ivar listener: the name of the listener (its endpoint string).
+    @ivar clock: the connection's reactor, as an C{IReactorTime}: what a
+        processor schedules timed work on (a C{task.Clock} under test).
+    """
+
+    id: int
+    peer: Any
+    listener: str
+    clock: IReactorTime = attrs.field(repr=False)
+    _push: Callable[[bytes], None] = attrs.field(repr=False, alias="push")
+
+    def send(self, payload: bytes) -> None:
+        """
+        Push one unsolicited frame to this connection, in its own framing.
+
+        Pushes go out when sent, independently of the request/reply order.
+        Pushing to a closed connection does nothing.  A connection whose
+        unsent output passes C{--max-write-buffer} is closed with
+        C{ERROR overloaded}.
+        """
+        self._push(payload)

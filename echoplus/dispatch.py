@@ -1,0 +1,268 @@
+"""
+Ordered per-connection dispatch of messages through the processor chain.
+
+Synchronous processors run with no L{Deferred} per message: while nothing
+is pending, their replies go straight into the caller's output batch.  The
+first asynchronous result opens a queue of slots, one per request, and
+every later reply (synchronous or not) waits in its slot until the slots
+before it are filled: replies leave in request order, whatever order they
+complete in.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from inspect import isawaitable
+from typing import Any, Callable, Sequence
+
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    FirstError,
+    TimeoutError,
+    ensureDeferred,
+    gatherResults,
+    succeed,
+)
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from echoplus.context import ConnectionContext
+from echoplus.errors import ProcessorFailed, ProcessorTimeout, RequestError
+from echoplus.interfaces import IProcessor
+
+__all__ = ["OrderedDispatcher"]
+
+class _Slot:
+    """
+    A request whose reply is pending, or ready but behind a pending one.
+    """
+
+    __slots__ = ("deferred", "replies")
+
+    def __init__(self, deferred: Deferred[list[bytes]] | None) -> None:
+        self.deferred = deferred
+        self.replies: list[bytes] | None = None
+
+
+class OrderedDispatcher:
+    """
+    Runs one connection's messages through its chain and releases replies
+    in request order.
+
+    @ivar closed: set by L{close}; nothing is delivered afterwards.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        processors: Sequence[tuple[str, IProcessor]],
+        context: ConnectionContext,
+        deliver: Callable[[list[bytes]], None],
+        clock: IReactorTime,
+        timeout: float = 0,
+        on_settled: Callable[[], None] | None = None,
+    ) -> None:
+        """
+        @param processors: the chain, as C{(name, processor)} pairs.
+        @param context: passed to every C{process} call.
+        @param deliver: called with replies that complete after the call to
+            L{dispatch} that received their requests returned.
+        @param clock: used for the processor timeout.
+        @param timeout: seconds an asynchronous reply may take; 0 for no
+            limit.
+        @param on_settled: called whenever pending requests complete, so
+            that the owner can resume reading or finish closing.
+        """
+        self._names = tuple(name for name, _ in processors)
+        self._processes = tuple(processor.process for _, processor in processors)
+        self._context = context
+        self._deliver = deliver
+        self._clock = clock
+        self.timeout = timeout
+        self._on_settled = on_settled
+        self._slots: deque[_Slot] = deque()
+        self._out: list[bytes] | None = None
+        self.closed = False
+
+    @property
+    def pending(self) -> int:
+        """
+        How many requests are waiting for their replies to be released.
+        """
+        return len(self._slots)
+
+    def dispatch(self, messages: Sequence[bytes], out: list[bytes]) -> None:
+        """
+        Run each message through the chain, appending to C{out} every reply
+        that is due now.  Replies that are due later go to C{deliver}.
+        """
+        slots = self._slots
+        run = self._run
+        self._out = out
+        try:
+            for message in messages:
+                result = run(0, message)
+                if type(result) is list:
+                    if slots:
+                        slot = _Slot(None)
+                        slot.replies = result
+                        slots.append(slot)
+                    else:
+                        out += result
+                else:
+                    self._wait(result)
+            if slots and slots[0].replies is not None:
+                self._release()
+        finally:
+            self._out = None
+
+    def close(self) -> None:
+        """
+        Cancel every pending request; deliver nothing from now on.
+        """
+        self.closed = True
+        slots, self._slots = self._slots, deque()
+        for slot in slots:
+            if slot.deferred is not None and slot.replies is None:
+                slot.deferred.cancel()
+
+    # The chain.
+
+    def _run(self, index: int, message: bytes) -> Any:
+        """
+        Run C{message} through the chain from processor C{index}; return the
+        replies, or a L{Deferred} of them.
+        """
+        processes = self._processes
+        context = self._context
+        count = len(processes)
+        while index < count:
+            try:
+                result = processes[index](message, context)
+            except RequestError as error:
+                return [error.payload()]
+            except Exception:
+                return [self._failed(index, Failure())]
+            index += 1
+            if type(result) is bytes:
+                message = result
+            elif result is None:
+                return []
+            else:
+                return self._handle(index, result)
+        return [message]
+
+    def _handle(self, index: int, result: Any) -> Any:
+        """
+        Carry on from processor C{index} with the previous processor's
+        C{result}, whatever its type.
+        """
+        if type(result) is bytes:
+            return self._run(index, result)
+        if result is None:
+            return []
+        if isinstance(result, (bytearray, memoryview)):
+            return self._run(index, bytes(result))
+        if isinstance(result, (list, tuple)):
+            return self._fan_out(index, result)
+        if isinstance(result, Deferred) or isawaitable(result):
+            deferred = result if isinstance(result, Deferred) else ensureDeferred(result)
+            return deferred.addCallbacks(
+                lambda value: self._handle(index, value),
+                lambda failure: self._async_failed(index - 1, failure),
+            )
+        try:
+            raise TypeError(
+                f"process() returned {type(result).__name__}, not bytes, None, "
+                "a list of bytes or a Deferred"
+            )
+        except TypeError:
+            return [self._failed(index - 1, Failure())]
+
+    def _fan_out(self, index: int, results: Sequence[Any]) -> Any:
+        """
+        Pass each of several outputs through the rest of the chain.
+        """
+        parts = [self._handle(index, item) for item in results]
+        if not any(isinstance(part, Deferred) for part in parts):
+            return [reply for part in parts for reply in part]
+        gathered = gatherResults(
+            [part if isinstance(part, Deferred) else succeed(part) for part in parts],
+            consumeErrors=True,
+        )
+        return gathered.addCallback(
+            lambda lists: [reply for part in lists for reply in part]
+        )
+
+    def _failed(self, index: int, failure: Failure) -> bytes:
+        """
+        Log a processor's failure; return the error payload its request gets.
+        """
+        name = self._names[index]
+        self._log.failure(
+            "Processor {processor} failed on connection {connection_id}",
+            failure,
+            processor=name,
+            connection_id=self._context.id,
+        )
+        return ProcessorFailed(name).payload()
+
+    def _async_failed(self, index: int, failure: Failure) -> Any:
+        if failure.check(CancelledError):
+            return failure  # a timeout or a closed connection: handled above
+        if failure.check(RequestError):
+            return [failure.value.payload()]
+        return [self._failed(index, failure)]
+
+    # Ordering.
+
+    def _wait(self, deferred: Deferred[list[bytes]]) -> None:
+        """
+        Queue a slot for a request whose replies are not ready yet.
+        """
+        slot = _Slot(deferred)
+        self._slots.append(slot)
+        if self.timeout > 0:
+            deferred.addTimeout(self.timeout, self._clock)
+        deferred.addErrback(self._unfinished)
+        deferred.addCallback(self._fill, slot)
+
+    def _unfinished(self, failure: Failure) -> list[bytes]:
+        if failure.check(FirstError):
+            failure = failure.value.subFailure
+        if failure.check(TimeoutError):
+            return [ProcessorTimeout(f"no reply within {self.timeout:g} seconds").payload()]
+        if failure.check(CancelledError):
+            return []
+        self._log.failure(
+            "Unexpected failure on connection {connection_id}",
+            failure,
+            connection_id=self._context.id,
+        )
+        return [ProcessorFailed("internal").payload()]
+
+    def _fill(self, replies: list[bytes], slot: _Slot) -> None:
+        slot.replies = replies
+        if self.closed or self._out is not None:
+            return  # released at the end of dispatch()
+        if self._slots and self._slots[0] is slot:
+            self._release()
+
+    def _release(self) -> None:
+        """
+        Hand over the replies of every ready slot at the head of the queue.
+        """
+        slots = self._slots
+        ready: list[bytes] = []
+        while slots and slots[0].replies is not None:
+            ready += slots.popleft().replies  # type: ignore[operator]
+        if self._out is not None:
+            self._out += ready
+        else:
+            if ready:
+                self._deliver(ready)
+            if self._on_settled is not None:
+                self._on_settled()

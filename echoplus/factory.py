@@ -1,0 +1,117 @@
+"""
+The factory behind every listener: its settings, its processor chain and
+the bookkeeping of its open connections.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING, Any, Iterator
+
+from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from echoplus.interfaces import IConnectionObserver
+from echoplus.processors.chain import ProcessorChain
+from echoplus.protocols import FramedProtocol, find_framing
+
+if TYPE_CHECKING:
+    from echoplus.config import ListenerSettings
+
+__all__ = ["EchoPlusFactory"]
+
+_connection_ids: Iterator[int] = itertools.count(1)
+
+
+class EchoPlusFactory(Factory):
+    """
+    Builds the protocols of one listener and keeps its open connections.
+
+    @ivar settings: the listener's current L{ListenerSettings}.
+    @ivar chain: the listener's current L{ProcessorChain}.
+    @ivar generation: increases on every L{configure}; open connections
+        compare it to pick up a reload.
+    @ivar connections: the open connections, by connection id.
+    @ivar clock: the reactor (or a C{task.Clock}) that times everything.
+    """
+
+    _log = Logger()
+    noisy = False
+    protocol: type[FramedProtocol]  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        settings: ListenerSettings,
+        clock: IReactorTime,
+        chain: ProcessorChain | None = None,
+        name: str | None = None,
+    ) -> None:
+        """
+        @param settings: the listener's settings.
+        @param clock: the reactor, or a C{task.Clock} in tests.
+        @param chain: the resolved chain; resolved from C{settings} when
+            not given.
+        @param name: the listener's name for contexts, logs and metrics;
+            its endpoint string by default.
+        """
+        self.name = name if name is not None else settings.endpoint
+        self.clock = clock
+        self.connections: dict[int, FramedProtocol] = {}
+        self.generation = 0
+        self.configure(settings, chain)
+
+    def configure(self, settings: ListenerSettings, chain: ProcessorChain | None = None) -> None:
+        """
+        Apply new settings: new connections use them at once, open ones
+        from their next read.
+        """
+        self.protocol = find_framing(settings.framing)
+        self.chain = chain if chain is not None else ProcessorChain(settings.processors)
+        self.settings = settings
+        self.generation += 1
+
+    def next_connection_id(self) -> int:
+        """
+        A connection id unique within this process.
+        """
+        return next(_connection_ids)
+
+    def buildProtocol(self, addr: IAddress) -> FramedProtocol | None:  # type: ignore[override]
+        protocol = self.protocol()
+        protocol.factory = self
+        return protocol
+
+    def connection_opened(self, protocol: FramedProtocol) -> None:
+        """
+        Record an open connection and tell the observers in its chain.
+        """
+        self.connections[protocol.context.id] = protocol
+        for name, observer in _observers(protocol):
+            self._notify(name, observer.connection_made, protocol.context)
+
+    def connection_closed(self, protocol: FramedProtocol, reason: Failure) -> None:
+        """
+        Forget a closed connection and tell the observers in its chain.
+        """
+        if self.connections.pop(protocol.context.id, None) is None:
+            return
+        for name, observer in _observers(protocol):
+            self._notify(name, observer.connection_lost, protocol.context, reason)
+
+    def _notify(self, name: str, method: Any, *args: Any) -> None:
+        try:
+            method(*args)
+        except Exception:
+            self._log.failure(
+                "Connection observer {processor} failed", processor=name
+            )
+
+
+def _observers(protocol: FramedProtocol) -> list[tuple[str, Any]]:
+    return [
+        (name, processor)
+        for name, processor in protocol.processors
+        if IConnectionObserver.providedBy(processor)
+    ]

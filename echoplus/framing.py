@@ -1,0 +1,428 @@
+"""
+Sans-IO framing: bytes in, frames out, and back.
+
+Nothing here imports Twisted or touches a socket; the protocols in
+L{echoplus.protocols} are thin adapters that feed these codecs.
+
+The decoder contract, shared by every decoder in this module:
+
+  - C{feed(data)} takes the next chunk of the byte stream and returns the
+    list of every frame it completes, in order (a batch; possibly empty).
+  - A decoder never rescans bytes it has already scanned and never copies
+    its buffer per chunk: incomplete input is held in one C{bytearray}
+    together with how many bytes the next frame still needs.
+  - C{max_frame} is enforced as early as the format allows: a length prefix
+    over the limit fails as soon as the prefix is read; a delimited frame
+    fails as soon as more than C{max_frame} bytes are held without a
+    delimiter.  The held buffer therefore never exceeds C{max_frame} plus
+    the framing's own overhead.
+  - A malformed stream is not raised: the decoder returns the frames that
+    precede the fault and stores a L{FramingError} in C{error}.  From then
+    on C{feed} returns nothing.  The caller answers the frames it got, then
+    reports the error.  This keeps "answer everything before the fault"
+    free of exception juggling.
+  - C{buffered} is the number of bytes held for an incomplete frame; a
+    non-zero value means a frame has started (what the frame timeout
+    watches).
+
+Encoders turn reply payloads back into bytes: C{encode(payload)} for one,
+C{encode_batch(payloads)} for all replies of one read, as one C{bytes}.  An
+encoder raises L{ValueError} for a payload its format cannot carry.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Protocol, Sequence
+
+from echoplus.errors import BadFrame, FrameTooLong, FramingError
+
+__all__ = [
+    "DEFAULT_MAX_FRAME",
+    "Decoder",
+    "Encoder",
+    "IntPrefixDecoder",
+    "IntPrefixEncoder",
+    "LineDecoder",
+    "LineEncoder",
+    "NetstringDecoder",
+    "NetstringEncoder",
+    "RawDecoder",
+    "RawEncoder",
+]
+
+DEFAULT_MAX_FRAME = 65536
+
+
+class Decoder(Protocol):
+    """
+    What every decoder provides; see the module docstring for the contract.
+    """
+
+    max_frame: int
+    error: FramingError | None
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """
+        Take the next chunk and return the frames it completes.
+        """
+
+    @property
+    def buffered(self) -> int:
+        """
+        How many bytes are held for an incomplete frame.
+        """
+
+
+class Encoder(Protocol):
+    """
+    What every encoder provides.
+    """
+
+    def encode(self, payload: bytes) -> bytes:
+        """
+        Frame one payload.
+        """
+
+    def encode_batch(self, payloads: Sequence[bytes]) -> bytes:
+        """
+        Frame several payloads into one C{bytes}, in order.
+        """
+
+
+class _BufferedDecoder:
+    """
+    The buffering shared by the decoders that parse with offsets.
+
+    Subclasses implement C{_parse(data, frames) -> offset}: parse complete
+    frames out of C{data} from offset 0, append them to C{frames}, set
+    C{self._need} to the total length the frame starting at the returned
+    offset needs (when known), and return that offset.  On a malformed
+    stream they set C{self.error} and return C{len(data)}.
+    """
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        if max_frame < 0:
+            raise ValueError(f"max_frame must not be negative, not {max_frame}")
+        self.max_frame = max_frame
+        self.error: FramingError | None = None
+        self._held = bytearray()
+        self._need = 1
+
+    @property
+    def buffered(self) -> int:
+        return len(self._held)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if self.error is not None:
+            return []
+        held = self._held
+        if held:
+            held += data
+            if len(held) < self._need:
+                return []
+            data = bytes(held)
+            held.clear()
+        frames: list[bytes] = []
+        offset = self._parse(data, frames)
+        if offset < len(data) and self.error is None:
+            held += memoryview(data)[offset:]
+        return frames
+
+    def _parse(self, data: bytes, frames: list[bytes]) -> int:
+        raise NotImplementedError()
+
+
+class IntPrefixDecoder(_BufferedDecoder):
+    """
+    Frames preceded by their length as a big-endian unsigned integer of
+    C{size} bytes (1, 2 or 4: the C{int8}, C{int16} and C{int32} framings).
+    """
+
+    _formats = {1: ">B", 2: ">H", 4: ">I"}
+
+    def __init__(self, size: int = 4, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        super().__init__(max_frame)
+        if size not in self._formats:
+            raise ValueError(f"prefix size must be 1, 2 or 4 bytes, not {size}")
+        self.size = size
+        self._unpack_from = struct.Struct(self._formats[size]).unpack_from
+        self._need = size
+
+    def _parse(self, data: bytes, frames: list[bytes]) -> int:
+        size = self.size
+        unpack_from = self._unpack_from
+        max_frame = self.max_frame
+        end_of_data = len(data)
+        offset = 0
+        while end_of_data - offset >= size:
+            (length,) = unpack_from(data, offset)
+            if length > max_frame:
+                self.error = FrameTooLong(
+                    f"frame of {length} bytes exceeds the limit of {max_frame}"
+                )
+                return end_of_data
+            end = offset + size + length
+            if end > end_of_data:
+                self._need = end - offset
+                return offset
+            frames.append(data[offset + size : end])
+            offset = end
+        self._need = size
+        return offset
+
+
+class NetstringDecoder(_BufferedDecoder):
+    """
+    Strict netstrings, C{<length>:<payload>,}: the length is ASCII digits
+    only, with no leading zeros except C{0:} itself, and the trailing comma
+    is required.
+    """
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        super().__init__(max_frame)
+        self._max_digits = len(str(max_frame))
+
+    def _parse(self, data: bytes, frames: list[bytes]) -> int:
+        max_frame = self.max_frame
+        max_digits = self._max_digits
+        end_of_data = len(data)
+        offset = 0
+        while offset < end_of_data:
+            colon = data.find(b":", offset, offset + max_digits + 1)
+            if colon < 0:
+                self._check_length_digits(data[offset : offset + max_digits + 1])
+                if self.error is None:
+                    self._need = end_of_data - offset + 1
+                    return offset
+                return end_of_data
+            digits = data[offset:colon]
+            self._check_length_digits(digits)
+            if self.error is not None:
+                return end_of_data
+            if not digits:
+                self.error = BadFrame("netstring length is empty")
+                return end_of_data
+            length = int(digits)
+            if length > max_frame:
+                self.error = FrameTooLong(
+                    f"frame of {length} bytes exceeds the limit of {max_frame}"
+                )
+                return end_of_data
+            end = colon + 1 + length
+            if end >= end_of_data:
+                self._need = end + 1 - offset
+                return offset
+            if data[end] != 0x2C:  # b","
+                self.error = BadFrame("netstring is missing its trailing comma")
+                return end_of_data
+            frames.append(data[colon + 1 : end])
+            offset = end + 1
+        self._need = 1
+        return offset
+
+    def _check_length_digits(self, digits: bytes) -> None:
+        """
+        Set C{self.error} if C{digits} (a complete or partial length field)
+        cannot start a valid netstring of at most C{max_frame} bytes.
+        """
+        if digits and not digits.isdigit():
+            self.error = BadFrame("netstring length is not a decimal number")
+        elif len(digits) > 1 and digits[0] == 0x30:  # b"0"
+            self.error = BadFrame("netstring length has a leading zero")
+        elif len(digits) > self._max_digits:
+            self.error = FrameTooLong(
+                f"netstring length exceeds the limit of {self.max_frame} bytes"
+            )
+
+
+class LineDecoder:
+    """
+    Frames terminated by C{delimiter} (default C{b"\\n"}); the delimiter is
+    not part of the frame.
+    """
+
+    def __init__(
+        self, delimiter: bytes = b"\n", max_frame: int = DEFAULT_MAX_FRAME
+    ) -> None:
+        if not delimiter:
+            raise ValueError("the line delimiter must not be empty")
+        if max_frame < 0:
+            raise ValueError(f"max_frame must not be negative, not {max_frame}")
+        self.delimiter = delimiter
+        self.max_frame = max_frame
+        self.error: FramingError | None = None
+        self._held = bytearray()
+        # Longest input that may be held without a complete delimiter: a
+        # frame of max_frame bytes followed by all but the last byte of the
+        # delimiter.
+        self._hold_limit = max_frame + len(delimiter) - 1
+
+    @property
+    def buffered(self) -> int:
+        return len(self._held)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if self.error is not None:
+            return []
+        held = self._held
+        if held:
+            delimiter = self.delimiter
+            # Only the new bytes, and the tail a delimiter could straddle,
+            # are searched.
+            scan_from = max(0, len(held) - len(delimiter) + 1)
+            held += data
+            end = held.find(delimiter, scan_from)
+            if end < 0:
+                if len(held) > self._hold_limit:
+                    self._too_long()
+                return []
+            first = bytes(held[:end])
+            data = bytes(held[end + len(delimiter) :])
+            held.clear()
+            if len(first) > self.max_frame:
+                self._too_long()
+                return []
+            frames = self._split(data)
+            frames.insert(0, first)
+            return frames
+        return self._split(data)
+
+    def _split(self, data: bytes) -> list[bytes]:
+        """
+        Split C{data}, which starts at a frame boundary, into frames; hold
+        the incomplete rest.
+        """
+        frames = data.split(self.delimiter)
+        rest = frames.pop()
+        if len(data) > self.max_frame:
+            max_frame = self.max_frame
+            for index, frame in enumerate(frames):
+                if len(frame) > max_frame:
+                    self._too_long()
+                    return frames[:index]
+            if len(rest) > self._hold_limit:
+                self._too_long()
+                return frames
+        if rest:
+            self._held += rest
+        return frames
+
+    def _too_long(self) -> None:
+        self.error = FrameTooLong(
+            f"line exceeds the limit of {self.max_frame} bytes"
+        )
+        self._held.clear()
+
+
+class RawDecoder:
+    """
+    No framing: every chunk is a frame as it arrives, cut into pieces of at
+    most C{max_frame} bytes.
+    """
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        if max_frame < 1:
+            raise ValueError(f"max_frame must be positive for raw, not {max_frame}")
+        self.max_frame = max_frame
+        self.error: FramingError | None = None
+
+    @property
+    def buffered(self) -> int:
+        return 0
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if not data:
+            return []
+        max_frame = self.max_frame
+        if len(data) <= max_frame:
+            return [data]
+        return [data[i : i + max_frame] for i in range(0, len(data), max_frame)]
+
+
+class LineEncoder:
+    """
+    Append C{delimiter} to each payload; a payload that contains the
+    delimiter cannot be framed.
+    """
+
+    def __init__(self, delimiter: bytes = b"\n") -> None:
+        if not delimiter:
+            raise ValueError("the line delimiter must not be empty")
+        self.delimiter = delimiter
+
+    def encode(self, payload: bytes) -> bytes:
+        if self.delimiter in payload:
+            raise ValueError("a line payload must not contain the delimiter")
+        return payload + self.delimiter
+
+    def encode_batch(self, payloads: Sequence[bytes]) -> bytes:
+        delimiter = self.delimiter
+        joined = delimiter.join(payloads)
+        # One C-level pass proves no payload carried a delimiter of its own.
+        if joined.count(delimiter) != len(payloads) - 1:
+            raise ValueError("a line payload must not contain the delimiter")
+        return joined + delimiter
+
+
+class IntPrefixEncoder:
+    """
+    Prefix each payload with its length as a big-endian unsigned integer of
+    C{size} bytes.
+    """
+
+    def __init__(self, size: int = 4) -> None:
+        formats = IntPrefixDecoder._formats
+        if size not in formats:
+            raise ValueError(f"prefix size must be 1, 2 or 4 bytes, not {size}")
+        self.size = size
+        self._pack = struct.Struct(formats[size]).pack
+        self._largest = (1 << (8 * size)) - 1
+
+    def encode(self, payload: bytes) -> bytes:
+        if len(payload) > self._largest:
+            raise ValueError(
+                f"payload of {len(payload)} bytes does not fit a "
+                f"{self.size}-byte length prefix"
+            )
+        return self._pack(len(payload)) + payload
+
+    def encode_batch(self, payloads: Sequence[bytes]) -> bytes:
+        pack = self._pack
+        largest = self._largest
+        parts = []
+        append = parts.append
+        for payload in payloads:
+            length = len(payload)
+            if length > largest:
+                raise ValueError(
+                    f"payload of {length} bytes does not fit a "
+                    f"{self.size}-byte length prefix"
+                )
+            append(pack(length))
+            append(payload)
+        return b"".join(parts)
+
+
+class NetstringEncoder:
+    """
+    Encode each payload as C{<length>:<payload>,}.
+    """
+
+    def encode(self, payload: bytes) -> bytes:
+        return b"%d:%b," % (len(payload), payload)
+
+    def encode_batch(self, payloads: Sequence[bytes]) -> bytes:
+        return b"".join([b"%d:%b," % (len(p), p) for p in payloads])
+
+
+class RawEncoder:
+    """
+    No framing: payloads are written as they are.
+    """
+
+    def encode(self, payload: bytes) -> bytes:
+        return payload
+
+    def encode_batch(self, payloads: Sequence[bytes]) -> bytes:
+        return b"".join(payloads)

@@ -1,0 +1,89 @@
+"""
+The interfaces that echoplus components provide.
+
+A processor is any object providing L{IProcessor}; it is made by an
+L{IProcessorFactory}, which is also what a plugin or a dotted path names.  A
+processor that also provides L{IConnectionObserver} hears about every
+connection of its listener.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+__all__ = ["IConnectionObserver", "IProcessor", "IProcessorFactory"]
+
+
+class IProcessor(Interface):
+    """
+    Processing logic: one message in, zero or more replies out.
+    """
+
+    def process(message, context):  # type: ignore[no-untyped-def]
+        """
+        Process one decoded message.
+
+        @param message: the payload of one frame, as L{bytes}.
+        @param context: the L{echoplus.context.ConnectionContext} of the
+            connection the message arrived on: C{peer}, C{listener}, C{id}
+            and C{send(payload)}.
+        @return: the reply: L{bytes} (one frame), L{None} (no reply), a list
+            or tuple of L{bytes} (several frames), or a L{Deferred} or
+            coroutine that produces one of those.  In a chain, each output
+            becomes the next processor's message.
+        @raise echoplus.errors.RequestError: to answer
+            C{ERROR bad-request: <its message>}.  Any other exception answers
+            C{ERROR processor-failed: <processor name>}.
+        """
+
+
+class IProcessorFactory(Interface):
+    """
+    Makes processors; what a processor name, dotted path or plugin refers to.
+    """
+
+    name = Attribute("The processor's name, as given to --processor (str).")
+    description = Attribute("One line describing what the processor does (str).")
+    options = Attribute(
+        "A mapping of option name to a one-line description of the option "
+        "(may be empty)."
+    )
+    per_connection = Attribute(
+        "True when every connection needs its own processor instance "
+        "(per-connection state); False for one instance per listener."
+    )
+
+    def __call__(**options):  # type: ignore[no-untyped-def]
+        """
+        Make a processor.
+
+        @param options: the processor's options, as strings from the command
+            line or as TOML values from a config file.
+        @return: an L{IProcessor} provider.
+        @raise ValueError: for an unknown option or a bad option value; the
+            message names it.
+        """
+
+
+class IConnectionObserver(Interface):
+    """
+    Optionally provided by a processor that keeps state across connections
+    (chat rooms, pub/sub, game lobbies).
+    """
+
+    def connection_made(context):  # type: ignore[no-untyped-def]
+        """
+        A connection of the processor's listener was opened.
+
+        @param context: the new connection's
+            L{echoplus.context.ConnectionContext}.
+        """
+
+    def connection_lost(context, reason):  # type: ignore[no-untyped-def]
+        """
+        A connection of the processor's listener was closed.
+
+        @param context: the closed connection's
+            L{echoplus.context.ConnectionContext}; its C{send} is a no-op now.
+        @param reason: a L{twisted.python.failure.Failure} saying why.
+        """

@@ -1,0 +1,137 @@
+"""
+Finding processor factories: by built-in name, by dotted path
+C{package.module:Name}, and through the Twisted plugin system
+(L{IProcessorFactory} providers in any C{echoplus/plugins/} directory on
+C{sys.path}).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any
+
+from twisted.plugin import getPlugins
+from zope.interface.exceptions import Invalid
+from zope.interface.verify import verifyObject
+
+from echoplus.errors import ConfigError
+from echoplus.interfaces import IProcessor, IProcessorFactory
+from echoplus.processors.base import ProcessorFactory
+from echoplus.processors.builtin import BUILTINS
+
+__all__ = [
+    "all_factories",
+    "find_factory",
+    "plugin_factories",
+    "verify_processor",
+]
+
+
+def plugin_factories() -> dict[str, IProcessorFactory]:
+    """
+    Every L{IProcessorFactory} plugin found in C{echoplus.plugins}, by name.
+
+    @raise ConfigError: a plugin does not provide L{IProcessorFactory}
+        correctly; the message names it.
+    """
+    import echoplus.plugins
+
+    found: dict[str, IProcessorFactory] = {}
+    for plugin in getPlugins(IProcessorFactory, echoplus.plugins):
+        try:
+            verifyObject(IProcessorFactory, plugin)
+        except Invalid as error:
+            raise ConfigError(
+                f"plugin {plugin!r} is not a valid IProcessorFactory: {error}"
+            ) from None
+        found.setdefault(plugin.name, plugin)
+    return found
+
+
+def all_factories() -> dict[str, IProcessorFactory]:
+    """
+    The built-in processors and the plugins, by name; a plugin cannot
+    shadow a built-in.
+    """
+    factories: dict[str, IProcessorFactory] = dict(plugin_factories())
+    factories.update((factory.name, factory) for factory in BUILTINS)
+    return dict(sorted(factories.items()))
+
+
+def find_factory(name: str) -> IProcessorFactory:
+    """
+    Resolve a processor name or C{module:Name} dotted path to a factory.
+
+    @raise ConfigError: nothing by that name; the message lists the known
+        names.
+    """
+    if ":" in name:
+        return _load_dotted(name)
+    for factory in BUILTINS:
+        if factory.name == name:
+            return factory
+    plugins = plugin_factories()
+    if name in plugins:
+        return plugins[name]
+    known = ", ".join(sorted({f.name for f in BUILTINS} | set(plugins)))
+    raise ConfigError(f"unknown processor {name!r} (known processors: {known})")
+
+
+def _load_dotted(path: str) -> IProcessorFactory:
+    """
+    Load C{module:Name}: an L{IProcessorFactory} provider, an L{IProcessor}
+    provider, a class implementing L{IProcessor}, or a callable returning an
+    L{IProcessor}.
+    """
+    module_name, _, attribute = path.partition(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ConfigError(f"cannot load processor {path!r}: {error}") from None
+    if IProcessorFactory.providedBy(target):
+        return target  # type: ignore[no-any-return]
+    if IProcessor.providedBy(target):
+        return ProcessorFactory(path, f"the processor {path}", lambda: target)
+    if callable(target):
+        options = _parameters_of(target)
+        return ProcessorFactory(
+            path, (inspect.getdoc(target) or path).splitlines()[0], target, options
+        )
+    raise ConfigError(
+        f"processor {path!r} is neither an IProcessor, an IProcessorFactory "
+        "nor a callable"
+    )
+
+
+def _parameters_of(target: Any) -> dict[str, str]:
+    """
+    The keyword options a class or callable accepts, for option checking.
+    """
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):
+        return {}
+    return {
+        name: "option of the constructor"
+        for name, parameter in signature.parameters.items()
+        if parameter.kind
+        in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }
+
+
+def verify_processor(name: str, processor: object) -> None:
+    """
+    Check that what a factory made provides L{IProcessor}.
+
+    @raise ConfigError: it does not; the message names the processor.
+    """
+    try:
+        verifyObject(IProcessor, processor)
+    except Invalid as error:
+        raise ConfigError(
+            f"processor {name!r} made {processor!r}, which is not a valid "
+            f"IProcessor: {error}"
+        ) from None

@@ -1,0 +1,498 @@
+"""
+Protocols: thin Twisted adapters over the sans-IO codecs of
+L{echoplus.framing}, one class per wire format, and the framing registry.
+
+A protocol feeds received bytes to its decoder, hands the batch of frames
+to its connection's L{OrderedDispatcher}, and writes every reply of that
+batch in one write.  Errors become C{ERROR <kind>: ...} frames in the
+connection's own framing.
+
+To add a wire format, subclass one of:
+  - L{DelimitedProtocol}: set C{delimiter}; optionally override
+    C{decode_frame} / C{encode_frame} (e.g. strip and add an STX byte);
+  - L{LengthPrefixedProtocol}: set C{prefix_size} (1, 2 or 4);
+  - L{FramedProtocol}: override C{make_decoder} / C{make_encoder} to return
+    your own sans-IO codec (see L{echoplus.framing.BufferedDecoder}).
+and serve it with C{--framing yourmodule:YourProtocol}.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, ClassVar, Sequence
+
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from echoplus.context import ConnectionContext
+from echoplus.dispatch import OrderedDispatcher
+from echoplus.errors import (
+    BadFrame,
+    ConfigError,
+    EchoPlusError,
+    FramingError,
+    error_payload,
+)
+from echoplus.framing import (
+    Decoder,
+    Encoder,
+    IntPrefixDecoder,
+    IntPrefixEncoder,
+    LineDecoder,
+    LineEncoder,
+    NetstringDecoder,
+    NetstringEncoder,
+    RawDecoder,
+    RawEncoder,
+)
+
+if TYPE_CHECKING:
+    from echoplus.factory import EchoPlusFactory
+
+__all__ = [
+    "FRAMINGS",
+    "DelimitedProtocol",
+    "FramedProtocol",
+    "Int8Protocol",
+    "Int16Protocol",
+    "Int32Protocol",
+    "LengthPrefixedProtocol",
+    "LineProtocol",
+    "NetstringProtocol",
+    "RawProtocol",
+    "find_framing",
+]
+
+#: Seconds a closing connection may linger (for the client to read its
+#: error frame, or for unsent replies to flush) before it is aborted.
+CLOSE_GRACE = 5.0
+
+
+@implementer(IHalfCloseableProtocol, IPushProducer)
+class FramedProtocol(Protocol):
+    """
+    The base of every wire format: framing, ordered dispatch, error frames,
+    half-close, and flow control.
+
+    Subclasses provide the codec through L{make_decoder} and
+    L{make_encoder} and may transform each frame with L{decode_frame} and
+    L{encode_frame}.
+
+    @ivar context: this connection's L{ConnectionContext}.
+    """
+
+    factory: EchoPlusFactory
+    context: ConnectionContext
+    _log = Logger()
+
+    _decodes_frames: ClassVar[bool] = False
+    _encodes_frames: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        # Frame hooks cost a call per frame: only pay for them when a
+        # subclass overrides one.
+        cls._decodes_frames = cls.decode_frame is not FramedProtocol.decode_frame
+        cls._encodes_frames = cls.encode_frame is not FramedProtocol.encode_frame
+
+    # The subclass API.
+
+    def make_decoder(self, max_frame: int) -> Decoder:
+        """
+        Return a new sans-IO decoder for this connection.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must define make_decoder")
+
+    def make_encoder(self) -> Encoder:
+        """
+        Return a new sans-IO encoder for this connection.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must define make_encoder")
+
+    def decode_frame(self, frame: bytes) -> bytes:
+        """
+        Turn one frame, as the decoder split it, into the message the
+        processors get.  Raise L{ValueError} for a malformed frame: the
+        client gets C{ERROR bad-frame} and the connection closes.
+        """
+        return frame
+
+    def encode_frame(self, payload: bytes) -> bytes:
+        """
+        Turn one reply payload into what the encoder frames.
+        """
+        return payload
+
+    # Connection life.
+
+    def connectionMade(self) -> None:
+        factory = self.factory
+        self._closing = False
+        self._input_done = False
+        self._fatal: EchoPlusError | None = None
+        self._paused: set[str] = set()
+        self._batch: list[bytes] | None = None
+        self._abort_call = None
+        self.context = ConnectionContext(
+            factory.next_connection_id(),
+            self.transport.getPeer(),
+            factory.name,
+            factory.clock,
+            push=self.send,
+        )
+        self._configure()
+        self.transport.registerProducer(self, True)
+        factory.connection_opened(self)
+
+    def _configure(self) -> None:
+        """
+        Take the listener's current settings and chain.
+        """
+        factory = self.factory
+        settings = factory.settings
+        self._generation = factory.generation
+        self.settings = settings
+        self._decoder = self.make_decoder(settings.max_frame)
+        self._encoder = self.make_encoder()
+        self.processors = factory.chain.for_connection()
+        self._dispatcher = OrderedDispatcher(
+            self.processors,
+            self.context,
+            self._write_payloads,
+            factory.clock,
+            settings.processor_timeout,
+            self._settled,
+        )
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
+        frames = self._decoder.feed(data)
+        if frames:
+            error: EchoPlusError | None = None
+            if self._decodes_frames:
+                frames, error = self._decode_frames(frames)
+            out: list[bytes] = []
+            self._batch = out
+            try:
+                self._dispatcher.dispatch(frames, out)
+            finally:
+                self._batch = None
+            if out:
+                self._write_payloads(out)
+            if self._dispatcher.pending >= self.settings.max_inflight:
+                self._pause("inflight")
+            if error is not None:
+                self.fail(error)
+        if self._decoder.error is not None:
+            self.fail(self._decoder.error)
+
+    def _decode_frames(
+        self, frames: list[bytes]
+    ) -> tuple[list[bytes], EchoPlusError | None]:
+        """
+        Apply L{decode_frame}; stop at the first frame it refuses.
+        """
+        decoded = []
+        for frame in frames:
+            try:
+                decoded.append(self.decode_frame(frame))
+            except FramingError as error:
+                return decoded, error
+            except ValueError:
+                return decoded, BadFrame("malformed frame")
+        return decoded, None
+
+    def readConnectionLost(self) -> None:
+        """
+        The client shut down its write side: answer what it sent, then close.
+        """
+        self._input_done = True
+        if self._closing:
+            self.transport.loseConnection()
+            return
+        if self._decoder.buffered:
+            self.fail(BadFrame("connection closed in the middle of a frame"))
+            return
+        if not self._dispatcher.pending:
+            self._close()
+
+    def writeConnectionLost(self) -> None:
+        """
+        Our write side is closed; nothing more can be sent.
+        """
+        if not self._closing:
+            self._closing = True
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+        self._closing = True
+        self._dispatcher.close()
+        if self._abort_call is not None and self._abort_call.active():
+            self._abort_call.cancel()
+        self.factory.connection_closed(self, reason)
+
+    # Writing.
+
+    def send(self, payload: bytes) -> None:
+        """
+        Push one unsolicited frame to this connection (C{context.send}).
+
+        During a read, the push joins that read's batch after the replies
+        produced so far; otherwise it is written at once.  A push to a
+        closing or closed connection is dropped.
+        """
+        if self._closing:
+            return
+        if self._batch is not None:
+            self._batch.append(payload)
+        else:
+            self._write_payloads([payload])
+
+    def _write_payloads(self, payloads: Sequence[bytes]) -> None:
+        """
+        Encode payloads and write them in one write.
+        """
+        if self._encodes_frames:
+            payloads = [self.encode_frame(payload) for payload in payloads]
+        try:
+            data = self._encoder.encode_batch(payloads)
+        except ValueError:
+            data = b"".join(self._encode_each(payloads))
+        self.transport.write(data)
+
+    def _encode_each(self, payloads: Sequence[bytes]) -> list[bytes]:
+        """
+        Encode payloads one at a time, replacing those the framing cannot
+        carry with an error frame.
+        """
+        encode = self._encoder.encode
+        encoded = []
+        for payload in payloads:
+            try:
+                encoded.append(encode(payload))
+            except ValueError:
+                self._log.error(
+                    "Connection {connection_id}: a reply of {size} bytes cannot "
+                    "be framed",
+                    connection_id=self.context.id,
+                    size=len(payload),
+                )
+                encoded.append(
+                    encode(error_payload("processor-failed", "reply cannot be framed"))
+                )
+        return encoded
+
+    # Errors and closing.
+
+    def fail(self, error: EchoPlusError) -> None:
+        """
+        Report C{error} to the client as an error frame.  A fatal error
+        stops reading, waits for the replies still owed, then closes.
+        """
+        if not error.fatal:
+            self._write_payloads([error.payload()])
+            return
+        if self._closing or self._fatal is not None:
+            return
+        self._log.info(
+            "Connection {connection_id} from {peer}: {kind}: {message}",
+            connection_id=self.context.id,
+            peer=self.context.peer,
+            kind=error.kind,
+            message=error.message,
+        )
+        self._fatal = error
+        self._pause("closing")
+        if not self._dispatcher.pending:
+            self._finish_fatal()
+
+    def _finish_fatal(self) -> None:
+        assert self._fatal is not None
+        self._write_payloads([self._fatal.payload()])
+        self._close()
+
+    def _close(self) -> None:
+        """
+        Close after unsent output flushes, without hanging on a client that
+        does not read: half-close our side so the client reads everything
+        (no reset loses the last frame), discard what it still sends, and
+        abort after L{CLOSE_GRACE} seconds.
+        """
+        if self._closing:
+            return
+        self._closing = True
+        transport = self.transport
+        if self._input_done or not hasattr(transport, "loseWriteConnection"):
+            transport.loseConnection()
+        else:
+            self._resume_all()
+            transport.loseWriteConnection()
+        self._abort_call = self.factory.clock.callLater(
+            CLOSE_GRACE, transport.abortConnection
+        )
+
+    def _settled(self) -> None:
+        """
+        Pending requests completed: resume reading or finish closing.
+        """
+        if self._dispatcher.pending:
+            if self._dispatcher.pending < self.settings.max_inflight:
+                self._resume("inflight")
+            return
+        if self._fatal is not None:
+            self._finish_fatal()
+        elif self._input_done:
+            self._close()
+        else:
+            self._resume("inflight")
+
+    # Flow control: reading pauses while any reason to pause holds.
+
+    def _pause(self, reason: str) -> None:
+        if not self._paused:
+            self.transport.pauseProducing()
+        self._paused.add(reason)
+
+    def _resume(self, reason: str) -> None:
+        if reason in self._paused:
+            self._paused.discard(reason)
+            if not self._paused and not self._closing:
+                self.transport.resumeProducing()
+
+    def _resume_all(self) -> None:
+        if self._paused:
+            self._paused.clear()
+            self.transport.resumeProducing()
+
+    # IPushProducer: the transport tells us when its write buffer is full.
+
+    def pauseProducing(self) -> None:
+        self._pause("write")
+
+    def resumeProducing(self) -> None:
+        self._resume("write")
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class DelimitedProtocol(FramedProtocol):
+    """
+    Base for frames that end with a delimiter.
+
+    @cvar delimiter: the bytes that end every frame.
+    """
+
+    delimiter: bytes = b"\n"
+
+    def make_decoder(self, max_frame: int) -> Decoder:
+        return LineDecoder(self.delimiter, max_frame)
+
+    def make_encoder(self) -> Encoder:
+        return LineEncoder(self.delimiter)
+
+
+class LineProtocol(DelimitedProtocol):
+    """
+    The C{line} framing: the delimiter comes from the listener's
+    C{delimiter} setting (C{\\n} by default).
+    """
+
+    def make_decoder(self, max_frame: int) -> Decoder:
+        self.delimiter = self.factory.settings.delimiter
+        return LineDecoder(self.delimiter, max_frame)
+
+
+class LengthPrefixedProtocol(FramedProtocol):
+    """
+    Base for frames preceded by their length, a big-endian unsigned integer.
+
+    @cvar prefix_size: the prefix's size in bytes: 1, 2 or 4.
+    """
+
+    prefix_size: int = 4
+
+    def make_decoder(self, max_frame: int) -> Decoder:
+        return IntPrefixDecoder(self.prefix_size, max_frame)
+
+    def make_encoder(self) -> Encoder:
+        return IntPrefixEncoder(self.prefix_size)
+
+
+class Int8Protocol(LengthPrefixedProtocol):
+    """The C{int8} framing: a 1-byte length prefix."""
+
+    prefix_size = 1
+
+
+class Int16Protocol(LengthPrefixedProtocol):
+    """The C{int16} framing: a 2-byte length prefix."""
+
+    prefix_size = 2
+
+
+class Int32Protocol(LengthPrefixedProtocol):
+    """The C{int32} framing: a 4-byte length prefix."""
+
+    prefix_size = 4
+
+
+class NetstringProtocol(FramedProtocol):
+    """The C{netstring} framing: C{<length>:<payload>,}."""
+
+    def make_decoder(self, max_frame: int) -> Decoder:
+        return NetstringDecoder(max_frame)
+
+    def make_encoder(self) -> Encoder:
+        return NetstringEncoder()
+
+
+class RawProtocol(FramedProtocol):
+    """The C{raw} framing: every chunk received is a message."""
+
+    def make_decoder(self, max_frame: int) -> Decoder:
+        return RawDecoder(max_frame)
+
+    def make_encoder(self) -> Encoder:
+        return RawEncoder()
+
+
+#: The built-in framings by name.
+FRAMINGS: dict[str, type[FramedProtocol]] = {
+    "line": LineProtocol,
+    "netstring": NetstringProtocol,
+    "int8": Int8Protocol,
+    "int16": Int16Protocol,
+    "int32": Int32Protocol,
+    "raw": RawProtocol,
+}
+
+
+def find_framing(name: str) -> type[FramedProtocol]:
+    """
+    Resolve a framing name, or a C{module:Class} path to a
+    L{FramedProtocol} subclass.
+
+    @raise ConfigError: no such framing; the message names it.
+    """
+    if name in FRAMINGS:
+        return FRAMINGS[name]
+    if ":" not in name:
+        known = ", ".join(FRAMINGS)
+        raise ConfigError(
+            f"unknown framing {name!r} (known framings: {known}, or module:Class)"
+        )
+    module_name, _, attribute = name.partition(":")
+    try:
+        target: object = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ConfigError(f"cannot load framing {name!r}: {error}") from None
+    if not (isinstance(target, type) and issubclass(target, FramedProtocol)):
+        raise ConfigError(f"framing {name!r} is not a FramedProtocol subclass")
+    return target

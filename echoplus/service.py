@@ -1,0 +1,101 @@
+"""
+The service tree: one listening service per configured listener under one
+L{EchoPlusService}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import MultiService, Service
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from echoplus.config import Settings
+from echoplus.errors import ConfigError
+from echoplus.factory import EchoPlusFactory
+
+__all__ = ["EchoPlusService", "ListenerService"]
+
+
+class ListenerService(Service):
+    """
+    Listens on one endpoint string with one L{EchoPlusFactory}.
+
+    The endpoint is bound in C{privilegedStartService}, before twistd drops
+    privileges, and a failure to bind is raised there and then as a
+    L{ConfigError} naming the endpoint.
+    """
+
+    _log = Logger()
+
+    def __init__(self, endpoint: str, factory: EchoPlusFactory, reactor: Any) -> None:
+        self.endpoint = endpoint
+        self.factory = factory
+        self._reactor = reactor
+        self.port: IListeningPort | None = None
+        self.name = endpoint
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self._listen()
+
+    def startService(self) -> None:
+        super().startService()
+        if self.port is None:
+            self._listen()
+
+    def _listen(self) -> None:
+        endpoint = serverFromString(self._reactor, self.endpoint)
+        outcome: list[Any] = []
+        endpoint.listen(self.factory).addBoth(outcome.append)
+        if not outcome:
+            raise ConfigError(f"cannot listen on {self.endpoint}: no answer")
+        if isinstance(outcome[0], Failure):
+            reason = outcome[0].value
+            raise ConfigError(f"cannot listen on {self.endpoint}: {_describe(reason)}")
+        self.port = outcome[0]
+        self._log.info(
+            "echoplus listening on {endpoint} ({framing}, {chain})",
+            endpoint=self.endpoint,
+            framing=self.factory.settings.framing,
+            chain=str(self.factory.chain),
+        )
+
+    def stopService(self) -> Any:
+        super().stopService()
+        port, self.port = self.port, None
+        if port is not None:
+            return port.stopListening()
+        return None
+
+
+def _describe(error: BaseException) -> str:
+    """
+    The useful part of a bind error, without Twisted's wrapping.
+    """
+    socket_error = getattr(error, "socketError", None)
+    if socket_error is not None:
+        return getattr(socket_error, "strerror", None) or str(socket_error)
+    return str(error) or type(error).__name__
+
+
+class EchoPlusService(MultiService):
+    """
+    The whole server: a L{ListenerService} per listener.
+
+    @ivar settings: the L{Settings} in force.
+    @ivar factories: the listeners' factories, by endpoint string.
+    """
+
+    def __init__(self, settings: Settings, reactor: Any) -> None:
+        super().__init__()
+        self.settings = settings
+        self.reactor = reactor
+        self.factories: dict[str, EchoPlusFactory] = {}
+        for listener in settings.listeners:
+            factory = EchoPlusFactory(listener, reactor)
+            self.factories[listener.endpoint] = factory
+            ListenerService(listener.endpoint, factory, reactor).setServiceParent(self)
