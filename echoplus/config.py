@@ -261,50 +261,141 @@ class OptionSpec:
 
 
 OPTIONS: tuple[OptionSpec, ...] = (
-    OptionSpec("listen", _endpoints, "a Twisted server endpoint string "
-               f"(repeatable) [default: {DEFAULT_ENDPOINT}]", per_listener=False,
-               repeatable=True, metavar="ENDPOINT"),
-    OptionSpec("framing", _framing, "wire format: line, netstring, int8, int16, "
-               "int32, raw, or module:Class [default: line]", metavar="NAME"),
-    OptionSpec("delimiter", _delimiter, "line delimiter; escapes \\n \\r \\t \\0 "
-               "\\xHH allowed [default: \\n]", metavar="TEXT"),
-    OptionSpec("processors", _processors, "comma-separated processor chain; "
-               "options in parentheses, e.g. prefix(text=>> ),upper "
-               "[default: echo]", flag="processor", metavar="NAMES"),
-    OptionSpec("config", _optional_text, "TOML config file", per_listener=False,
-               metavar="FILE"),
-    OptionSpec("max_frame", _integer(1, 2**31 - 1), "largest frame accepted, in "
-               "bytes [default: 65536]", metavar="BYTES"),
-    OptionSpec("idle_timeout", _seconds, "close a connection idle this long; "
-               "0 = never [default: 300]", metavar="SECONDS"),
-    OptionSpec("frame_timeout", _seconds, "a started frame must complete within "
-               "this; 0 = never [default: 30]", metavar="SECONDS"),
-    OptionSpec("max_connections", _integer(0), "connections per listener; "
-               "0 = unlimited [default: 10000]", metavar="N"),
-    OptionSpec("max_per_peer", _integer(0), "connections per client host; "
-               "0 = unlimited [default: 0]", metavar="N"),
-    OptionSpec("max_write_buffer", _integer(1), "unsent output a connection may "
-               "hold before it is closed [default: 1048576]", metavar="BYTES"),
-    OptionSpec("max_inflight", _integer(1), "requests in progress per connection "
-               "before reading pauses [default: 64]", metavar="N"),
-    OptionSpec("processor_timeout", _seconds, "a reply not ready within this is "
-               "ERROR timeout; 0 = never [default: 30]", metavar="SECONDS"),
-    OptionSpec("allow", _networks, "accept only these client networks "
-               "(repeatable)", repeatable=True, metavar="CIDR"),
-    OptionSpec("deny", _networks, "refuse these client networks (repeatable)",
-               repeatable=True, metavar="CIDR"),
-    OptionSpec("rate_limit", _seconds, "frames per second per connection; "
-               "0 = unlimited [default: 0]", metavar="FPS"),
-    OptionSpec("rate_burst", _integer(0), "frames a connection may send at "
-               "once above the rate [default: the rate]", metavar="N"),
-    OptionSpec("drain_timeout", _seconds, "on SIGTERM, how long in-flight work "
-               "may finish [default: 10]", per_listener=False, metavar="SECONDS"),
-    OptionSpec("metrics", _optional_text, "HTTP endpoint serving /metrics and "
-               "/healthz [default: off]", per_listener=False, metavar="ENDPOINT"),
-    OptionSpec("workers", _integer(1, 256), "worker processes sharing the "
-               "listeners [default: 1]", per_listener=False, metavar="N"),
-    OptionSpec("log_format", _choice("text", "json"), "log lines as text or JSON "
-               "[default: text]", per_listener=False, metavar="FORMAT"),
+    OptionSpec(
+        "listen",
+        _endpoints,
+        f"a Twisted server endpoint string (repeatable) [default: {DEFAULT_ENDPOINT}]",
+        per_listener=False,
+        repeatable=True,
+        metavar="ENDPOINT",
+    ),
+    OptionSpec(
+        "framing",
+        _framing,
+        "wire format: line, netstring, int8, int16, "
+        "int32, raw, or module:Class [default: line]",
+        metavar="NAME",
+    ),
+    OptionSpec(
+        "delimiter",
+        _delimiter,
+        "line delimiter; escapes \\n \\r \\t \\0 \\xHH allowed [default: \\n]",
+        metavar="TEXT",
+    ),
+    OptionSpec(
+        "processors",
+        _processors,
+        "comma-separated processor chain; "
+        "options in parentheses, e.g. prefix(text=>> ),upper "
+        "[default: echo]",
+        flag="processor",
+        metavar="NAMES",
+    ),
+    OptionSpec(
+        "config", _optional_text, "TOML config file", per_listener=False, metavar="FILE"
+    ),
+    OptionSpec(
+        "max_frame",
+        _integer(1, 2**31 - 1),
+        "largest frame accepted, in bytes [default: 65536]",
+        metavar="BYTES",
+    ),
+    OptionSpec(
+        "idle_timeout",
+        _seconds,
+        "close a connection idle this long; 0 = never [default: 300]",
+        metavar="SECONDS",
+    ),
+    OptionSpec(
+        "frame_timeout",
+        _seconds,
+        "a started frame must complete within this; 0 = never [default: 30]",
+        metavar="SECONDS",
+    ),
+    OptionSpec(
+        "max_connections",
+        _integer(0),
+        "connections per listener; 0 = unlimited [default: 10000]",
+        metavar="N",
+    ),
+    OptionSpec(
+        "max_per_peer",
+        _integer(0),
+        "connections per client host; 0 = unlimited [default: 0]",
+        metavar="N",
+    ),
+    OptionSpec(
+        "max_write_buffer",
+        _integer(1),
+        "unsent output a connection may hold before it is closed [default: 1048576]",
+        metavar="BYTES",
+    ),
+    OptionSpec(
+        "max_inflight",
+        _integer(1),
+        "requests in progress per connection before reading pauses [default: 64]",
+        metavar="N",
+    ),
+    OptionSpec(
+        "processor_timeout",
+        _seconds,
+        "a reply not ready within this is ERROR timeout; 0 = never [default: 30]",
+        metavar="SECONDS",
+    ),
+    OptionSpec(
+        "allow",
+        _networks,
+        "accept only these client networks (repeatable)",
+        repeatable=True,
+        metavar="CIDR",
+    ),
+    OptionSpec(
+        "deny",
+        _networks,
+        "refuse these client networks (repeatable)",
+        repeatable=True,
+        metavar="CIDR",
+    ),
+    OptionSpec(
+        "rate_limit",
+        _seconds,
+        "frames per second per connection; 0 = unlimited [default: 0]",
+        metavar="FPS",
+    ),
+    OptionSpec(
+        "rate_burst",
+        _integer(0),
+        "frames a connection may send at once above the rate [default: the rate]",
+        metavar="N",
+    ),
+    OptionSpec(
+        "drain_timeout",
+        _seconds,
+        "on SIGTERM, how long in-flight work may finish [default: 10]",
+        per_listener=False,
+        metavar="SECONDS",
+    ),
+    OptionSpec(
+        "metrics",
+        _optional_text,
+        "HTTP endpoint serving /metrics and /healthz [default: off]",
+        per_listener=False,
+        metavar="ENDPOINT",
+    ),
+    OptionSpec(
+        "workers",
+        _integer(1, 256),
+        "worker processes sharing the listeners [default: 1]",
+        per_listener=False,
+        metavar="N",
+    ),
+    OptionSpec(
+        "log_format",
+        _choice("text", "json"),
+        "log lines as text or JSON [default: text]",
+        per_listener=False,
+        metavar="FORMAT",
+    ),
 )
 
 _SPECS = {spec.key: spec for spec in OPTIONS}
@@ -366,9 +457,7 @@ def build_settings(layers: Sequence[Mapping[str, _Value]]) -> Settings:
     if errors:
         raise ConfigError("\n".join(errors))
     listener_fields = {
-        key: value
-        for key, value in parsed.items()
-        if _SPECS[key].per_listener
+        key: value for key, value in parsed.items() if _SPECS[key].per_listener
     }
     endpoints = parsed.pop("listen", (DEFAULT_ENDPOINT,))
     listeners = tuple(

@@ -34,6 +34,7 @@ from echoplus.interfaces import IProcessor
 
 __all__ = ["OrderedDispatcher"]
 
+
 class _Slot:
     """
     A request whose reply is pending, or ready but behind a pending one.
@@ -169,7 +170,9 @@ class OrderedDispatcher:
         if isinstance(result, (list, tuple)):
             return self._fan_out(index, result)
         if isinstance(result, Deferred) or isawaitable(result):
-            deferred = result if isinstance(result, Deferred) else ensureDeferred(result)
+            deferred = (
+                result if isinstance(result, Deferred) else ensureDeferred(result)
+            )
             return deferred.addCallbacks(
                 lambda value: self._handle(index, value),
                 lambda failure: self._async_failed(index - 1, failure),
@@ -234,7 +237,9 @@ class OrderedDispatcher:
         if failure.check(FirstError):
             failure = failure.value.subFailure
         if failure.check(TimeoutError):
-            return [ProcessorTimeout(f"no reply within {self.timeout:g} seconds").payload()]
+            return [
+                ProcessorTimeout(f"no reply within {self.timeout:g} seconds").payload()
+            ]
         if failure.check(CancelledError):
             return []
         self._log.failure(

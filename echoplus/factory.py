@@ -62,7 +62,9 @@ class EchoPlusFactory(Factory):
         self.generation = 0
         self.configure(settings, chain)
 
-    def configure(self, settings: ListenerSettings, chain: ProcessorChain | None = None) -> None:
+    def configure(
+        self, settings: ListenerSettings, chain: ProcessorChain | None = None
+    ) -> None:
         """
         Apply new settings: new connections use them at once, open ones
         from their next read.
@@ -104,9 +106,7 @@ class EchoPlusFactory(Factory):
         try:
             method(*args)
         except Exception:
-            self._log.failure(
-                "Connection observer {processor} failed", processor=name
-            )
+            self._log.failure("Connection observer {processor} failed", processor=name)
 
 
 def _observers(protocol: FramedProtocol) -> list[tuple[str, Any]]:

@@ -309,9 +309,7 @@ class LineDecoder:
         return frames
 
     def _too_long(self) -> None:
-        self.error = FrameTooLong(
-            f"line exceeds the limit of {self.max_frame} bytes"
-        )
+        self.error = FrameTooLong(f"line exceeds the limit of {self.max_frame} bytes")
         self._held.clear()
 
 

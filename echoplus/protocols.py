@@ -22,7 +22,7 @@ import importlib
 from typing import TYPE_CHECKING, ClassVar, Sequence
 
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -228,7 +228,7 @@ class FramedProtocol(Protocol):
             self._closing = True
             self.transport.loseConnection()
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._closing = True
         self._dispatcher.close()
         if self._abort_call is not None and self._abort_call.active():

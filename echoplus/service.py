@@ -58,8 +58,9 @@ class ListenerService(Service):
             raise ConfigError(f"cannot listen on {self.endpoint}: {_describe(reason)}")
         self.port = outcome[0]
         self._log.info(
-            "echoplus listening on {endpoint} ({framing}, {chain})",
+            "echoplus listening on {endpoint} at {address} ({framing}, {chain})",
             endpoint=self.endpoint,
+            address=_address(self.port.getHost()),
             framing=self.factory.settings.framing,
             chain=str(self.factory.chain),
         )
@@ -70,6 +71,16 @@ class ListenerService(Service):
         if port is not None:
             return port.stopListening()
         return None
+
+
+def _address(address: Any) -> str:
+    """
+    A listening address as C{host:port} or a UNIX path.
+    """
+    if hasattr(address, "port"):
+        return f"{address.host}:{address.port}"
+    name = getattr(address, "name", None)
+    return name.decode() if isinstance(name, bytes) else str(name or address)
 
 
 def _describe(error: BaseException) -> str:

@@ -113,7 +113,9 @@ BUILTINS: tuple[ProcessorFactory, ...] = (
         "rot13", "ROT13 the message's ASCII letters", lambda: Transform(_rot13)
     ),
     ProcessorFactory(
-        "sha256", "reply with the hex SHA-256 of the message", lambda: Transform(_sha256)
+        "sha256",
+        "reply with the hex SHA-256 of the message",
+        lambda: Transform(_sha256),
     ),
     ProcessorFactory(
         "json",

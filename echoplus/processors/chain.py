@@ -111,7 +111,12 @@ class ProcessorChain:
             processor = self._make(entry.name, factory, entry.options)
             per_connection = bool(getattr(factory, "per_connection", False))
             links.append(
-                _Link(entry.name, factory, entry.options, None if per_connection else processor)
+                _Link(
+                    entry.name,
+                    factory,
+                    entry.options,
+                    None if per_connection else processor,
+                )
             )
         self._links = tuple(links)
         self._shared_only = all(link.shared is not None for link in links)
