@@ -107,7 +107,7 @@ class ProcessorChain:
         self.entries = entries
         links = []
         for entry in entries:
-            factory = find_factory(entry.name)
+            factory = self._find_factory(entry)
             processor = self._make(entry.name, factory, entry.options)
             per_connection = bool(getattr(factory, "per_connection", False))
             links.append(
@@ -121,6 +121,13 @@ class ProcessorChain:
         self._links = tuple(links)
         self._shared_only = all(link.shared is not None for link in links)
         self._shared = tuple((link.name, link.shared) for link in links)
+
+    def _find_factory(self, entry: ProcessorEntry) -> IProcessorFactory:
+        """
+        Resolve one entry to its factory; a hook for L{echoplus.testing},
+        which also accepts processor objects.
+        """
+        return find_factory(entry.name)
 
     @staticmethod
     def _make(
