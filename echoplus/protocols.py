@@ -48,6 +48,7 @@ from echoplus.framing import (
     RawDecoder,
     RawEncoder,
 )
+from echoplus.transports import choose_writer
 
 if TYPE_CHECKING:
     from echoplus.factory import EchoPlusFactory
@@ -136,6 +137,9 @@ class FramedProtocol(Protocol):
         self._paused: set[str] = set()
         self._batch: list[bytes] | None = None
         self._abort_call = None
+        self._metrics = factory.metrics
+        self.opened_at = factory.clock.seconds()
+        self._frames_in = self._frames_out = self._bytes_in = self._bytes_out = 0
         self.context = ConnectionContext(
             factory.next_connection_id(),
             self.transport.getPeer(),
@@ -145,6 +149,9 @@ class FramedProtocol(Protocol):
         )
         self._configure()
         self.transport.registerProducer(self, True)
+        # Chosen once per connection: a direct socket send on plain TCP/UNIX
+        # transports (twisted/twisted#5303), transport.write elsewhere.
+        self._send = choose_writer(self.transport, self)
         factory.connection_opened(self)
 
     def _configure(self) -> None:
@@ -171,16 +178,24 @@ class FramedProtocol(Protocol):
         if self._closing:
             return
         frames = self._decoder.feed(data)
+        self._bytes_in += len(data)
+        metrics = self._metrics
+        if metrics is not None:
+            metrics.received(len(frames), len(data))
         if frames:
+            self._frames_in += len(frames)
             error: EchoPlusError | None = None
             if self._decodes_frames:
                 frames, error = self._decode_frames(frames)
             out: list[bytes] = []
             self._batch = out
+            started = metrics.timer() if metrics is not None else 0.0
             try:
                 self._dispatcher.dispatch(frames, out)
             finally:
                 self._batch = None
+            if metrics is not None:
+                metrics.observe(metrics.timer() - started)
             if out:
                 self._write_payloads(out)
             if self._dispatcher.pending >= self.settings.max_inflight:
@@ -262,7 +277,11 @@ class FramedProtocol(Protocol):
             data = self._encoder.encode_batch(payloads)
         except ValueError:
             data = b"".join(self._encode_each(payloads))
-        self.transport.write(data)
+        self._frames_out += len(payloads)
+        self._bytes_out += len(data)
+        if self._metrics is not None:
+            self._metrics.sent(len(payloads), len(data))
+        self._send(data)
 
     def _encode_each(self, payloads: Sequence[bytes]) -> list[bytes]:
         """
@@ -294,6 +313,7 @@ class FramedProtocol(Protocol):
         stops reading, waits for the replies still owed, then closes.
         """
         if not error.fatal:
+            self._count_error(error.kind)
             self._write_payloads([error.payload()])
             return
         if self._closing or self._fatal is not None:
@@ -310,8 +330,23 @@ class FramedProtocol(Protocol):
         if not self._dispatcher.pending:
             self._finish_fatal()
 
+    def _count_error(self, kind: str) -> None:
+        """
+        Count an error frame of C{kind} in the listener's metrics.
+        """
+        if self._metrics is not None:
+            self._metrics.error(kind)
+
+    def counts(self) -> tuple[int, int, int, int]:
+        """
+        What went through this connection so far: frames received, frames
+        sent, bytes received, bytes sent.
+        """
+        return self._frames_in, self._frames_out, self._bytes_in, self._bytes_out
+
     def _finish_fatal(self) -> None:
         assert self._fatal is not None
+        self._count_error(self._fatal.kind)
         self._write_payloads([self._fatal.payload()])
         self._close()
 
