@@ -87,6 +87,8 @@ class OrderedDispatcher:
         self._slots: deque[_Slot] = deque()
         self._out: list[bytes] | None = None
         self.closed = False
+        #: Called with the kind of every error reply (for metrics), if set.
+        self.on_error: Callable[[str], None] | None = None
 
     @property
     def pending(self) -> int:
@@ -144,6 +146,7 @@ class OrderedDispatcher:
             try:
                 result = processes[index](message, context)
             except RequestError as error:
+                self._report("bad-request")
                 return [error.payload()]
             except Exception:
                 return [self._failed(index, Failure())]
@@ -196,8 +199,13 @@ class OrderedDispatcher:
             [part if isinstance(part, Deferred) else succeed(part) for part in parts],
             consumeErrors=True,
         )
-        return gathered.addCallback(
-            lambda lists: [reply for part in lists for reply in part]
+        # Only a cancellation gets past the parts' own error handling:
+        # unwrap it so that a timeout is still recognised as one.
+        return gathered.addCallbacks(
+            lambda lists: [reply for part in lists for reply in part],
+            lambda failure: failure.value.subFailure
+            if failure.check(FirstError)
+            else failure,
         )
 
     def _failed(self, index: int, failure: Failure) -> bytes:
@@ -205,6 +213,7 @@ class OrderedDispatcher:
         Log a processor's failure; return the error payload its request gets.
         """
         name = self._names[index]
+        self._report("processor-failed")
         self._log.failure(
             "Processor {processor} failed on connection {connection_id}",
             failure,
@@ -217,6 +226,7 @@ class OrderedDispatcher:
         if failure.check(CancelledError):
             return failure  # a timeout or a closed connection: handled above
         if failure.check(RequestError):
+            self._report("bad-request")
             return [failure.value.payload()]
         return [self._failed(index, failure)]
 
@@ -237,6 +247,7 @@ class OrderedDispatcher:
         if failure.check(FirstError):
             failure = failure.value.subFailure
         if failure.check(TimeoutError):
+            self._report("timeout")
             return [
                 ProcessorTimeout(f"no reply within {self.timeout:g} seconds").payload()
             ]
@@ -248,6 +259,10 @@ class OrderedDispatcher:
             connection_id=self._context.id,
         )
         return [ProcessorFailed("internal").payload()]
+
+    def _report(self, kind: str) -> None:
+        if self.on_error is not None:
+            self.on_error(kind)
 
     def _fill(self, replies: list[bytes], slot: _Slot) -> None:
         slot.replies = replies

@@ -1,0 +1,420 @@
+"""
+Tests for L{echoplus.dispatch.OrderedDispatcher}: ordering, the synchronous
+fast path, fan-out, timeouts, cancellation and failure isolation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
+from twisted.logger import LogEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+
+from echoplus.context import ConnectionContext
+from echoplus.dispatch import OrderedDispatcher
+from echoplus.errors import RequestError
+from echoplus.interfaces import IProcessor
+from tests.sample_processors import SECRET, AsyncBoom, Boom, Controlled, Refuse
+
+MODES = ("sync", "deferred", "coroutine", "fired", "list", "none")
+
+
+@implementer(IProcessor)
+class Planned:
+    """
+    Appends C{.tag} to each message, answering the way a plan says: at
+    once, through a Deferred or a coroutine fired later, an already fired
+    Deferred, a list of two outputs, or no reply.
+    """
+
+    def __init__(self, tag: bytes, plan: dict[bytes, str], waiting: list[Any]):
+        self.tag = tag
+        self.plan = plan
+        self.waiting = waiting
+
+    def process(self, message: bytes, context: ConnectionContext) -> Any:
+        reply = message + b"." + self.tag
+        mode = self.plan.get(message, "sync")
+        if mode == "sync":
+            return reply
+        if mode == "none":
+            return None
+        if mode == "list":
+            return [reply + b"a", reply + b"b"]
+        if mode == "fired":
+            return succeed(reply)
+        deferred: Deferred[bytes] = Deferred()
+        self.waiting.append((deferred, reply))
+        if mode == "deferred":
+            return deferred
+        return self._later(deferred)
+
+    async def _later(self, deferred: Deferred[bytes]) -> bytes:
+        return await deferred
+
+
+def expected_replies(
+    messages: list[bytes], tags: list[bytes], plan: dict[bytes, str]
+) -> list[bytes]:
+    """
+    What the chain must answer, in order, computed without Twisted.
+    """
+    replies = []
+    for message in messages:
+        outputs = [message]
+        for tag in tags:
+            following = []
+            for output in outputs:
+                reply = output + b"." + tag
+                mode = plan.get(output, "sync")
+                if mode == "list":
+                    following += [reply + b"a", reply + b"b"]
+                elif mode != "none":
+                    following.append(reply)
+            outputs = following
+        replies += outputs
+    return replies
+
+
+def make_context(clock: Clock | None = None) -> ConnectionContext:
+    return ConnectionContext(7, None, "test", clock or Clock(), push=lambda _: None)
+
+
+class Recorder:
+    """
+    Collects what a dispatcher delivers late, and how often it settled.
+    """
+
+    def __init__(self) -> None:
+        self.delivered: list[bytes] = []
+        self.settled = 0
+
+    def deliver(self, replies: list[bytes]) -> None:
+        self.delivered += replies
+
+    def on_settled(self) -> None:
+        self.settled += 1
+
+
+def make_dispatcher(
+    processors: list[tuple[str, Any]], timeout: float = 0, clock: Clock | None = None
+) -> tuple[OrderedDispatcher, Recorder, Clock]:
+    clock = clock or Clock()
+    recorder = Recorder()
+    dispatcher = OrderedDispatcher(
+        processors,
+        make_context(clock),
+        recorder.deliver,
+        clock,
+        timeout,
+        recorder.on_settled,
+    )
+    return dispatcher, recorder, clock
+
+
+class OrderingTests(SynchronousTestCase):
+    """
+    Replies leave in request order, whatever order they complete in.
+    """
+
+    @settings(max_examples=150, deadline=None)
+    @given(
+        count=st.integers(1, 12),
+        tags=st.lists(st.sampled_from([b"x", b"y", b"z"]), min_size=1, max_size=3),
+        modes=st.lists(st.sampled_from(MODES), min_size=60, max_size=60),
+        data=st.data(),
+    )
+    def test_random_completion_order(
+        self, count: int, tags: list[bytes], modes: list[str], data: Any
+    ) -> None:
+        """
+        A chain mixing synchronous, Deferred, coroutine, already-fired and
+        fanning-out processors answers in request order when its Deferreds
+        fire in a random order.
+        """
+        messages = [b"%d" % i for i in range(count)]
+        # Every output a processor can see, in a fixed order, gets a mode.
+        seen: list[bytes] = []
+        outputs = list(messages)
+        for tag in tags:
+            seen += outputs
+            outputs = [o + b"." + tag + s for o in outputs for s in (b"", b"a", b"b")]
+        plan = dict(zip(seen, modes, strict=False))
+        waiting: list[Any] = []
+        chain = [(tag.decode(), Planned(tag, plan, waiting)) for tag in tags]
+        dispatcher, recorder, _ = make_dispatcher(chain)
+        out: list[bytes] = []
+        dispatcher.dispatch(messages, out)
+        fired = 0
+        while waiting:
+            index = data.draw(st.integers(0, len(waiting) - 1), label="fire")
+            deferred, reply = waiting.pop(index)
+            deferred.callback(reply)
+            fired += 1
+            self.assertLess(fired, 10_000)
+        self.assertEqual(
+            out + recorder.delivered, expected_replies(messages, tags, plan)
+        )
+        self.assertEqual(dispatcher.pending, 0)
+
+    def test_later_request_waits_for_earlier(self) -> None:
+        """
+        A synchronous reply to a later request waits behind a pending one and
+        both leave together, in order, when the earlier one completes.
+        """
+        plan = {b"1": "deferred"}
+        waiting: list[Any] = []
+        dispatcher, recorder, _ = make_dispatcher([("p", Planned(b"p", plan, waiting))])
+        out: list[bytes] = []
+        dispatcher.dispatch([b"0", b"1", b"2"], out)
+        self.assertEqual(out, [b"0.p"])
+        self.assertEqual(dispatcher.pending, 2)
+        deferred, reply = waiting.pop()
+        deferred.callback(reply)
+        self.assertEqual(recorder.delivered, [b"1.p", b"2.p"])
+        self.assertEqual(recorder.settled, 1)
+
+    def test_already_fired_deferred(self) -> None:
+        """
+        A Deferred that has already fired answers within the same dispatch.
+        """
+        dispatcher, recorder, _ = make_dispatcher(
+            [("p", Planned(b"p", {b"0": "fired"}, []))]
+        )
+        out: list[bytes] = []
+        dispatcher.dispatch([b"0", b"1"], out)
+        self.assertEqual(out, [b"0.p", b"1.p"])
+        self.assertEqual(recorder.delivered, [])
+        self.assertEqual(dispatcher.pending, 0)
+
+    def test_list_fans_out_through_rest_of_chain(self) -> None:
+        """
+        Each reply of a processor that returns a list goes through the rest
+        of the chain, asynchronous links included.
+        """
+        waiting: list[Any] = []
+        plan = {b"m": "list", b"m.1a": "deferred", b"m.1b": "coroutine"}
+        chain = [
+            ("one", Planned(b"1", plan, waiting)),
+            ("two", Planned(b"2", plan, waiting)),
+        ]
+        dispatcher, recorder, _ = make_dispatcher(chain)
+        out: list[bytes] = []
+        dispatcher.dispatch([b"m"], out)
+        self.assertEqual(out, [])
+        # Complete the second branch first.
+        for deferred, reply in reversed(waiting):
+            deferred.callback(reply)
+        self.assertEqual(recorder.delivered, [b"m.1a.2", b"m.1b.2"])
+
+
+class FastPathTests(SynchronousTestCase):
+    """
+    Synchronous processors cost no Deferred per message.
+    """
+
+    def test_sync_chain_creates_no_deferred(self) -> None:
+        """
+        Dispatching through synchronous processors creates no Deferred at
+        all and answers within the call.
+        """
+        created = []
+        original = Deferred.__init__
+
+        def counting_init(self: Deferred[Any], *args: Any, **kwargs: Any) -> None:
+            created.append(self)
+            original(self, *args, **kwargs)
+
+        self.patch(Deferred, "__init__", counting_init)
+        plan = {b"3": "list", b"5": "none"}
+        chain = [("a", Planned(b"a", plan, [])), ("b", Planned(b"b", plan, []))]
+        dispatcher, recorder, _ = make_dispatcher(chain, timeout=30)
+        out: list[bytes] = []
+        messages = [b"%d" % i for i in range(200)]
+        dispatcher.dispatch(messages, out)
+        self.assertEqual(created, [])
+        self.assertEqual(out, expected_replies(messages, [b"a", b"b"], plan))
+        self.assertEqual(dispatcher.pending, 0)
+        # The counter does see Deferreds when there are some.
+        succeed(None)
+        self.assertEqual(len(created), 1)
+
+
+class TimeoutTests(SynchronousTestCase):
+    """
+    A reply not ready within the processor timeout becomes C{ERROR timeout}.
+    """
+
+    def test_timeout_in_its_slot(self) -> None:
+        """
+        A timed-out request answers C{ERROR timeout: ...} in its own slot,
+        its Deferred is cancelled, and later requests still answer in order.
+        """
+        controlled = Controlled()
+        dispatcher, recorder, clock = make_dispatcher([("slow", controlled)], timeout=2)
+        out: list[bytes] = []
+        dispatcher.dispatch([b"first", b"second"], out)
+        clock.advance(1)
+        controlled.fire(1)  # "second" completes first, waits for "first"
+        self.assertEqual(recorder.delivered, [])
+        clock.advance(1)
+        self.assertEqual(controlled.cancelled, [b"first"])
+        self.assertEqual(len(recorder.delivered), 2)
+        self.assertTrue(recorder.delivered[0].startswith(b"ERROR timeout: "))
+        self.assertEqual(recorder.delivered[1], b"second")
+        out = []
+        dispatcher.dispatch([b"third"], out)
+        controlled.fire(-1)
+        self.assertEqual(recorder.delivered[2:], [b"third"])
+        self.assertEqual(dispatcher.pending, 0)
+
+    def test_timeout_of_fanned_out_request(self) -> None:
+        """
+        A request whose outputs fan out to several pending Deferreds times
+        out as one, with an C{ERROR timeout} reply.
+        """
+        controlled = Controlled()
+        chain = [("fan", Planned(b"f", {b"m": "list"}, [])), ("slow", controlled)]
+        dispatcher, recorder, clock = make_dispatcher(chain, timeout=1)
+        dispatcher.dispatch([b"m"], [])
+        clock.advance(1)
+        self.assertEqual(len(recorder.delivered), 1)
+        self.assertTrue(recorder.delivered[0].startswith(b"ERROR timeout: "))
+        self.assertEqual(sorted(controlled.cancelled), [b"m.fa", b"m.fb"])
+
+    def test_zero_timeout_waits_forever(self) -> None:
+        """
+        With a timeout of 0 no timer is set and a late reply still arrives.
+        """
+        controlled = Controlled()
+        dispatcher, recorder, clock = make_dispatcher([("slow", controlled)], timeout=0)
+        dispatcher.dispatch([b"late"], [])
+        self.assertEqual(clock.getDelayedCalls(), [])
+        clock.advance(10**6)
+        controlled.fire()
+        self.assertEqual(recorder.delivered, [b"late"])
+
+
+class CloseTests(SynchronousTestCase):
+    """
+    Closing cancels what is pending and delivers nothing more.
+    """
+
+    def test_close_cancels_pending(self) -> None:
+        """
+        L{OrderedDispatcher.close} cancels every pending Deferred and its
+        timer, and nothing is delivered afterwards.
+        """
+        controlled = Controlled()
+        dispatcher, recorder, clock = make_dispatcher([("slow", controlled)], timeout=5)
+        dispatcher.dispatch([b"a", b"b"], [])
+        remaining = list(controlled.pending)
+        dispatcher.close()
+        self.assertEqual(controlled.cancelled, [b"a", b"b"])
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertEqual(dispatcher.pending, 0)
+        self.assertTrue(all(d.called for _, d in remaining))
+        self.assertEqual(recorder.delivered, [])
+        self.assertEqual(recorder.settled, 0)
+
+
+class FailureTests(SynchronousTestCase):
+    """
+    A processor's fault costs its request only.
+    """
+
+    def setUp(self) -> None:
+        self.events: list[LogEvent] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def failure_events(self) -> list[LogEvent]:
+        return [event for event in self.events if "log_failure" in event]
+
+    def test_sync_exception(self) -> None:
+        """
+        A synchronous exception answers C{ERROR processor-failed: <name>}
+        without its text, later requests are answered, and the traceback is
+        logged once with the connection id.
+        """
+        dispatcher, _, _ = make_dispatcher([("boomer", Boom())])
+        out: list[bytes] = []
+        dispatcher.dispatch([b"ok", b"boom!", b"fine"], out)
+        self.assertEqual(out, [b"ok", b"ERROR processor-failed: boomer", b"fine"])
+        self.assertNotIn(SECRET.encode(), b"".join(out))
+        [event] = self.failure_events()
+        self.assertEqual(event["connection_id"], 7)
+        self.assertEqual(event["processor"], "boomer")
+        self.assertIn(SECRET, event["log_failure"].getTraceback())
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_async_exception(self) -> None:
+        """
+        An exception in a coroutine answers C{ERROR processor-failed} and
+        is logged once, with its traceback and the connection id.
+        """
+        dispatcher, _, _ = make_dispatcher([("echo", Boom()), ("coro", AsyncBoom())])
+        out: list[bytes] = []
+        dispatcher.dispatch([b"hi", b"boom"], out)
+        self.assertEqual(out, [b"hi", b"ERROR processor-failed: echo"])
+        self.flushLoggedErrors(RuntimeError)
+        dispatcher2, _, _ = make_dispatcher([("coro", AsyncBoom())])
+        out = []
+        dispatcher2.dispatch([b"boom", b"after"], out)
+        self.assertEqual(out, [b"ERROR processor-failed: coro", b"after"])
+        events = [e for e in self.failure_events() if e["processor"] == "coro"]
+        self.assertEqual(len(events), 1)
+        self.assertEqual(events[0]["connection_id"], 7)
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+
+    def test_errback_in_deferred(self) -> None:
+        """
+        A Deferred that fails later answers C{ERROR processor-failed} in its
+        slot and the text of the exception stays off the wire.
+        """
+        controlled = Controlled()
+        dispatcher, recorder, _ = make_dispatcher([("slow", controlled)])
+        dispatcher.dispatch([b"a", b"b"], [])
+        _, deferred = controlled.pending.pop(0)
+        deferred.errback(ValueError(SECRET))
+        controlled.fire()
+        self.assertEqual(recorder.delivered, [b"ERROR processor-failed: slow", b"b"])
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+    def test_request_error(self) -> None:
+        """
+        C{RequestError("why")}, raised or as a Deferred's failure, answers
+        C{ERROR bad-request: why} and logs no traceback.
+        """
+        dispatcher, _, _ = make_dispatcher([("no", Refuse("not today"))])
+        out: list[bytes] = []
+        dispatcher.dispatch([b"x"], out)
+        self.assertEqual(out, [b"ERROR bad-request: not today"])
+        controlled = Controlled()
+        dispatcher, recorder, _ = make_dispatcher([("slow", controlled)])
+        dispatcher.dispatch([b"x"], [])
+        controlled.pending.pop()[1].errback(RequestError("later"))
+        self.assertEqual(recorder.delivered, [b"ERROR bad-request: later"])
+        self.assertEqual(self.failure_events(), [])
+
+    def test_bad_return_type(self) -> None:
+        """
+        A processor returning something that is not a reply fails its
+        request like an exception.
+        """
+
+        @implementer(IProcessor)
+        class Wrong:
+            def process(self, message: bytes, context: Any) -> Any:
+                return 42
+
+        dispatcher, _, _ = make_dispatcher([("wrong", Wrong())])
+        out: list[bytes] = []
+        dispatcher.dispatch([b"x"], out)
+        self.assertEqual(out, [b"ERROR processor-failed: wrong"])
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
