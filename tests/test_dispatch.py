@@ -9,16 +9,24 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.logger import LogEvent, globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
+from echoplus.config import ListenerSettings
 from echoplus.context import ConnectionContext
 from echoplus.dispatch import OrderedDispatcher
 from echoplus.errors import RequestError
+from echoplus.factory import EchoPlusFactory
 from echoplus.interfaces import IProcessor
+from echoplus.processors import parse_chain
+from echoplus.protocols import FramedProtocol
 from tests.sample_processors import SECRET, AsyncBoom, Boom, Controlled, Refuse
 
 MODES = ("sync", "deferred", "coroutine", "fired", "list", "none")
@@ -418,3 +426,116 @@ class FailureTests(SynchronousTestCase):
         dispatcher.dispatch([b"x"], out)
         self.assertEqual(out, [b"ERROR processor-failed: wrong"])
         self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
+
+
+def connect(chain: str, **limits: Any) -> tuple[FramedProtocol, StringTransport, Clock]:
+    """
+    A line protocol of a listener serving C{chain}, connected to a
+    L{StringTransport}, timed by a L{Clock}.
+    """
+    clock = Clock()
+    listener = ListenerSettings(
+        endpoint="test", processors=parse_chain(chain), **limits
+    )
+    factory = EchoPlusFactory(listener, clock)
+    protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1234))
+    assert protocol is not None
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    return protocol, transport, clock
+
+
+def slow_of(protocol: FramedProtocol) -> Controlled:
+    """
+    The L{Controlled} processor in a connection's chain.
+    """
+    [controlled] = [p for _, p in protocol.processors if isinstance(p, Controlled)]
+    return controlled
+
+
+CONTROLLED = "tests.sample_processors:Controlled"
+
+
+class ProtocolDispatchTests(SynchronousTestCase):
+    """
+    The protocol's side of dispatch: flow control, timeouts and closing.
+    """
+
+    def test_inflight_limit_pauses_and_resumes(self) -> None:
+        """
+        Reading pauses once C{max_inflight} requests are pending and resumes
+        when their replies drain, with every reply in order.
+        """
+        protocol, transport, _ = connect(CONTROLLED, max_inflight=3)
+        controlled = slow_of(protocol)
+        protocol.dataReceived(b"a\nb\n")
+        self.assertEqual(transport.producerState, "producing")
+        protocol.dataReceived(b"c\n")
+        self.assertEqual(transport.producerState, "paused")
+        controlled.fire(1)  # b is ready but waits behind a
+        self.assertEqual(transport.producerState, "paused")
+        self.assertEqual(transport.value(), b"")
+        controlled.fire(0)  # a: a and b leave, one request remains
+        self.assertEqual(transport.value(), b"a\nb\n")
+        self.assertEqual(transport.producerState, "producing")
+        controlled.fire()
+        self.assertEqual(transport.value(), b"a\nb\nc\n")
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_timeout_error_frame(self) -> None:
+        """
+        A request not answered within C{processor_timeout} gets
+        C{ERROR timeout: ...} in its slot and the connection goes on.
+        """
+        protocol, transport, clock = connect(
+            f"{CONTROLLED},upper", processor_timeout=1.5
+        )
+        controlled = slow_of(protocol)
+        protocol.dataReceived(b"slow\nfast\n")
+        controlled.fire(1)
+        clock.advance(1.5)
+        self.assertEqual(
+            transport.value(), b"ERROR timeout: no reply within 1.5 seconds\nFAST\n"
+        )
+        self.assertFalse(transport.disconnecting)
+        protocol.dataReceived(b"again\n")
+        controlled.fire(-1)
+        self.assertTrue(transport.value().endswith(b"AGAIN\n"))
+
+    def test_disconnect_cancels_and_writes_nothing(self) -> None:
+        """
+        When the connection is lost its pending Deferreds are cancelled,
+        their timers stop, and nothing is written to the closed transport.
+        """
+        protocol, transport, clock = connect(CONTROLLED, processor_timeout=5)
+        controlled = slow_of(protocol)
+        protocol.dataReceived(b"one\ntwo\n")
+        pending = list(controlled.pending)
+        transport.loseConnection()
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(controlled.cancelled, [b"one", b"two"])
+        self.assertTrue(all(deferred.called for _, deferred in pending))
+        clock.advance(10)
+        self.assertEqual(transport.value(), b"")
+
+    def test_delay_builtin_orders_and_times_out(self) -> None:
+        """
+        The C{delay} built-in answers after its delay on the connection's
+        clock, and a delay past the timeout is an C{ERROR timeout}.
+        """
+        protocol, transport, clock = connect("delay(seconds=2)", processor_timeout=3)
+        protocol.dataReceived(b"x\ny\n")
+        clock.advance(1.9)
+        self.assertEqual(transport.value(), b"")
+        clock.advance(0.1)
+        self.assertEqual(transport.value(), b"x\ny\n")
+        protocol, transport, clock = connect("delay(seconds=5)", processor_timeout=3)
+        protocol.dataReceived(b"x\n")
+        clock.advance(3)
+        self.assertEqual(
+            transport.value(), b"ERROR timeout: no reply within 3 seconds\n"
+        )
+        clock.advance(10)
+        self.assertEqual(
+            transport.value(), b"ERROR timeout: no reply within 3 seconds\n"
+        )
