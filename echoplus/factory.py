@@ -14,11 +14,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from echoplus.interfaces import IConnectionObserver
+from echoplus.logs import log_connection_closed, log_connection_opened
 from echoplus.processors.chain import ProcessorChain
 from echoplus.protocols import FramedProtocol, find_framing
 
 if TYPE_CHECKING:
     from echoplus.config import ListenerSettings
+    from echoplus.metrics import ListenerMetrics
 
 __all__ = ["EchoPlusFactory"]
 
@@ -35,11 +37,14 @@ class EchoPlusFactory(Factory):
         compare it to pick up a reload.
     @ivar connections: the open connections, by connection id.
     @ivar clock: the reactor (or a C{task.Clock}) that times everything.
+    @ivar metrics: the listener's L{ListenerMetrics}, or C{None} when
+        metrics are off; set by the service before the listener starts.
     """
 
     _log = Logger()
     noisy = False
     protocol: type[FramedProtocol]  # type: ignore[assignment]
+    metrics: ListenerMetrics | None = None
 
     def __init__(
         self,
@@ -90,6 +95,9 @@ class EchoPlusFactory(Factory):
         Record an open connection and tell the observers in its chain.
         """
         self.connections[protocol.context.id] = protocol
+        if self.metrics is not None:
+            self.metrics.opened()
+        log_connection_opened(self._log, protocol.context)
         for name, observer in _observers(protocol):
             self._notify(name, observer.connection_made, protocol.context)
 
@@ -99,6 +107,15 @@ class EchoPlusFactory(Factory):
         """
         if self.connections.pop(protocol.context.id, None) is None:
             return
+        if self.metrics is not None:
+            self.metrics.closed()
+        log_connection_closed(
+            self._log,
+            protocol.context,
+            self.clock.seconds() - protocol.opened_at,
+            protocol.counts(),
+            reason,
+        )
         for name, observer in _observers(protocol):
             self._notify(name, observer.connection_lost, protocol.context, reason)
 

@@ -173,6 +173,8 @@ class FramedProtocol(Protocol):
             settings.processor_timeout,
             self._settled,
         )
+        if self._metrics is not None:
+            self._dispatcher.on_error = self._count_error
 
     def dataReceived(self, data: bytes) -> None:
         if self._closing:

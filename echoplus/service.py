@@ -16,6 +16,7 @@ from twisted.python.failure import Failure
 from echoplus.config import Settings
 from echoplus.errors import ConfigError
 from echoplus.factory import EchoPlusFactory
+from echoplus.metrics import Metrics, MetricsService
 
 __all__ = ["EchoPlusService", "ListenerService"]
 
@@ -99,14 +100,59 @@ class EchoPlusService(MultiService):
 
     @ivar settings: the L{Settings} in force.
     @ivar factories: the listeners' factories, by endpoint string.
+    @ivar metrics: the service's L{Metrics} (C{None} when not collected).
+    @ivar draining: set while the service drains; C{/healthz} answers 503.
     """
 
-    def __init__(self, settings: Settings, reactor: Any) -> None:
+    def __init__(
+        self, settings: Settings, reactor: Any, metrics: Metrics | None = None
+    ) -> None:
+        """
+        @param metrics: where to count; by default a new L{Metrics} with
+            its own registry when C{settings.metrics} is set, else none.
+        """
         super().__init__()
         self.settings = settings
         self.reactor = reactor
+        self.draining = False
+        if metrics is None and settings.metrics:
+            metrics = Metrics()
+        self.metrics = metrics
         self.factories: dict[str, EchoPlusFactory] = {}
         for listener in settings.listeners:
             factory = EchoPlusFactory(listener, reactor)
+            if metrics is not None:
+                factory.metrics = metrics.for_listener(factory.name)
             self.factories[listener.endpoint] = factory
             ListenerService(listener.endpoint, factory, reactor).setServiceParent(self)
+        if metrics is not None and settings.metrics:
+            MetricsService(
+                settings.metrics, metrics.registry, self.healthy, reactor
+            ).setServiceParent(self)
+
+    def healthy(self) -> bool:
+        """
+        Whether the service is up: running, not draining, and every
+        listener listening.  C{/healthz} answers 200 when it is.
+        """
+        if not self.running or self.draining:
+            return False
+        return all(
+            service.port is not None
+            for service in self
+            if isinstance(service, ListenerService)
+        )
+
+    def setServiceParent(self, parent: Any) -> None:
+        """
+        Attach to twistd's application; with C{log_format = "json"}, make
+        JSON lines its log observer (twistd asks the application for an
+        C{ILogObserver} component before it starts logging).
+        """
+        super().setServiceParent(parent)
+        if self.settings.log_format == "json" and hasattr(parent, "setComponent"):
+            from twisted.logger import ILogObserver
+
+            from echoplus.logs import json_observer
+
+            parent.setComponent(ILogObserver, json_observer())
