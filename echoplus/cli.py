@@ -22,9 +22,15 @@ def _processors(arguments: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"echoplus: error: {error}", file=sys.stderr)
         return 1
+    from echoplus.processors.builtin import BUILTINS
+
     width = max(len(name) for name in factories)
     for name, factory in factories.items():
-        print(f"{name:<{width}}  {factory.description}")
+        notes = [] if factory in BUILTINS else ["plugin"]
+        if getattr(factory, "per_connection", False):
+            notes.append("one per connection")
+        note = f" [{', '.join(notes)}]" if notes else ""
+        print(f"{name:<{width}}  {factory.description}{note}")
         for option, description in getattr(factory, "options", {}).items():
             print(f"{'':<{width}}    {option}: {description}")
     return 0

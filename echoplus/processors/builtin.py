@@ -61,8 +61,10 @@ def _canonical_json(message: bytes) -> bytes:
     ).encode("utf-8")
 
 
-def _prefix(text: str = "") -> Transform:
-    prefix = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+def _prefix(text: Any = "") -> Transform:
+    if not isinstance(text, str):
+        raise ValueError(f"prefix text must be a string, not {text!r}")
+    prefix = text.encode("utf-8")
     return Transform(lambda message: prefix + message)
 
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import warnings
+from types import ModuleType
 from typing import Any
 
-from twisted.plugin import getPlugins
+from twisted.plugin import getPlugins, pluginPackagePaths
 from zope.interface.exceptions import Invalid
 from zope.interface.verify import verifyObject
 
@@ -35,18 +37,58 @@ def plugin_factories() -> dict[str, IProcessorFactory]:
     @raise ConfigError: a plugin does not provide L{IProcessorFactory}
         correctly; the message names it.
     """
-    import echoplus.plugins
-
     found: dict[str, IProcessorFactory] = {}
-    for plugin in getPlugins(IProcessorFactory, echoplus.plugins):
-        try:
-            verifyObject(IProcessorFactory, plugin)
-        except Invalid as error:
-            raise ConfigError(
-                f"plugin {plugin!r} is not a valid IProcessorFactory: {error}"
-            ) from None
+    with warnings.catch_warnings():
+        # Editable installs put a path hook, not the checkout, on sys.path;
+        # twisted.python.modules warns about it but finds the plugins.
+        warnings.filterwarnings(
+            "ignore", message=".*not in path importer cache", category=UserWarning
+        )
+        plugins = list(getPlugins(IProcessorFactory, _plugin_package()))
+    for plugin in plugins:
+        _verify_factory(_plugin_label(plugin), plugin)
         found.setdefault(plugin.name, plugin)
     return found
+
+
+def _plugin_package() -> ModuleType:
+    """
+    The C{echoplus.plugins} package, its C{__path__} extended with the
+    C{echoplus/plugins} directories of C{sys.path} entries added since it
+    was imported.
+    """
+    import echoplus.plugins as package
+
+    for path in pluginPackagePaths(package.__name__):
+        if path not in package.__path__:
+            package.__path__.append(path)
+    return package
+
+
+def _plugin_label(plugin: object) -> str:
+    """
+    How an error names a plugin: its name and the module defining it.
+    """
+    name = getattr(plugin, "name", None)
+    module = getattr(plugin, "__module__", None) or type(plugin).__module__
+    if isinstance(name, str):
+        return f"plugin {name!r} (in {module})"
+    return f"plugin {plugin!r} (in {module})"
+
+
+def _verify_factory(label: str, factory: object) -> None:
+    """
+    Check an L{IProcessorFactory} provider with C{verifyObject}.
+
+    @raise ConfigError: it is not valid; the message starts with C{label}.
+    """
+    try:
+        verifyObject(IProcessorFactory, factory)
+    except Invalid as error:
+        summary = " ".join(str(error).split())
+        raise ConfigError(
+            f"{label} is not a valid IProcessorFactory: {summary}"
+        ) from None
 
 
 def all_factories() -> dict[str, IProcessorFactory]:
@@ -92,6 +134,7 @@ def _load_dotted(path: str) -> IProcessorFactory:
     except (ImportError, AttributeError, ValueError) as error:
         raise ConfigError(f"cannot load processor {path!r}: {error}") from None
     if IProcessorFactory.providedBy(target):
+        _verify_factory(f"processor {path!r}", target)
         return target  # type: ignore[no-any-return]
     if IProcessor.providedBy(target):
         return ProcessorFactory(path, f"the processor {path}", lambda: target)
