@@ -8,12 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from echoplus.config import Settings
+from echoplus.endpoints import server_from_string
 from echoplus.errors import ConfigError
 from echoplus.factory import EchoPlusFactory
 from echoplus.metrics import Metrics, MetricsService
@@ -49,7 +49,7 @@ class ListenerService(Service):
             self._listen()
 
     def _listen(self) -> None:
-        endpoint = serverFromString(self._reactor, self.endpoint)
+        endpoint = server_from_string(self._reactor, self.endpoint)
         outcome: list[Any] = []
         endpoint.listen(self.factory).addBoth(outcome.append)
         if not outcome:
