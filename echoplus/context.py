@@ -34,6 +34,9 @@ class ConnectionContext:
     listener: str
     clock: IReactorTime = attrs.field(repr=False)
     _push: Callable[[bytes], None] = attrs.field(repr=False, alias="push")
+    _push_shared: Callable[[bytes, dict[Any, bytes]], None] | None = attrs.field(
+        default=None, repr=False, alias="push_shared"
+    )
 
     def send(self, payload: bytes) -> None:
         """
@@ -45,3 +48,15 @@ class ConnectionContext:
         C{ERROR overloaded}.
         """
         self._push(payload)
+
+    def send_shared(self, payload: bytes, encodings: dict[Any, bytes]) -> None:
+        """
+        Push one frame that goes to many connections at once: pass the same
+        (initially empty) C{encodings} dict for every connection of one
+        fan-out, and the frame is encoded once per wire format rather than
+        once per connection.  Otherwise the same as L{send}.
+        """
+        if self._push_shared is None:
+            self._push(payload)
+        else:
+            self._push_shared(payload, encodings)

@@ -28,6 +28,7 @@ from zope.interface import implementer
 
 __all__ = [
     "JSONLinesObserver",
+    "event_as_json",
     "format_address",
     "json_observer",
     "log_connection_closed",

@@ -19,7 +19,7 @@ and serve it with C{--framing yourmodule:YourProtocol}.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
@@ -146,6 +146,7 @@ class FramedProtocol(Protocol):
             factory.name,
             factory.clock,
             push=self.send,
+            push_shared=self.send_shared,
         )
         self._configure()
         self.transport.registerProducer(self, True)
@@ -269,6 +270,49 @@ class FramedProtocol(Protocol):
         else:
             self._write_payloads([payload])
 
+    def send_shared(self, payload: bytes, encodings: dict[Any, bytes]) -> None:
+        """
+        Push one frame that is pushed to many connections at once (a
+        fan-out): C{encodings} is shared by the whole fan-out, so the frame
+        is encoded once per wire format instead of once per connection.
+        Otherwise the same as L{send}.
+        """
+        if self._closing:
+            return
+        key = self.encoding_key() if self._batch is None else None
+        if key is None:
+            self.send(payload)
+            return
+        data = encodings.get(key)
+        if data is None:
+            payloads = [payload]
+            if self._encodes_frames:
+                payloads = [self.encode_frame(payload)]
+            try:
+                data = self._encoder.encode_batch(payloads)
+            except ValueError:
+                data = b"".join(self._encode_each(payloads))
+            encodings[key] = data
+        self._write_encoded(1, data)
+
+    def encoding_key(self) -> Any:
+        """
+        A hashable key equal for two connections exactly when they encode
+        every payload to the same bytes, or L{None} if unknown (then
+        L{send_shared} encodes for this connection alone).  The default
+        covers the built-in encoders; a subclass whose C{encode_frame}
+        depends on per-connection state must return L{None}.
+        """
+        encoder = self._encoder
+        if type(encoder) not in _SHAREABLE_ENCODERS:
+            return None
+        return (
+            type(self),
+            type(encoder),
+            getattr(encoder, "delimiter", None),
+            getattr(encoder, "size", None),
+        )
+
     def _write_payloads(self, payloads: Sequence[bytes]) -> None:
         """
         Encode payloads and write them in one write.
@@ -279,10 +323,17 @@ class FramedProtocol(Protocol):
             data = self._encoder.encode_batch(payloads)
         except ValueError:
             data = b"".join(self._encode_each(payloads))
-        self._frames_out += len(payloads)
+        self._write_encoded(len(payloads), data)
+
+    def _write_encoded(self, count: int, data: bytes) -> None:
+        """
+        Write C{data}, C{count} frames already encoded: every write passes
+        here.
+        """
+        self._frames_out += count
         self._bytes_out += len(data)
         if self._metrics is not None:
-            self._metrics.sent(len(payloads), len(data))
+            self._metrics.sent(count, len(data))
         self._send(data)
 
     def _encode_each(self, payloads: Sequence[bytes]) -> list[bytes]:
@@ -497,6 +548,10 @@ class RawProtocol(FramedProtocol):
     def make_encoder(self) -> Encoder:
         return RawEncoder()
 
+
+#: Encoders whose output depends only on their class, C{delimiter} and
+#: C{size}: connections using equal ones can share an encoded frame.
+_SHAREABLE_ENCODERS = (LineEncoder, IntPrefixEncoder, NetstringEncoder, RawEncoder)
 
 #: The built-in framings by name.
 FRAMINGS: dict[str, type[FramedProtocol]] = {
