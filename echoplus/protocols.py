@@ -423,6 +423,18 @@ class FramedProtocol(Protocol):
             CLOSE_GRACE, transport.abortConnection
         )
 
+    def drain(self) -> None:
+        """
+        Graceful shutdown: read nothing more, let the requests in progress
+        finish, write their replies, then close.
+        """
+        if self._closing:
+            return
+        self._input_done = True
+        self._pause("draining")
+        if not self._dispatcher.pending and self._fatal is None:
+            self._close()
+
     def _settled(self) -> None:
         """
         Pending requests completed: resume reading or finish closing.

@@ -13,6 +13,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from echoplus.config import Settings
+from echoplus.drain import Drainer
 from echoplus.endpoints import server_from_string
 from echoplus.errors import ConfigError
 from echoplus.factory import EchoPlusFactory
@@ -119,6 +120,7 @@ class EchoPlusService(MultiService):
             metrics = Metrics()
         self.metrics = metrics
         self.factories: dict[str, EchoPlusFactory] = {}
+        self.drainer = Drainer(reactor, self.factories.values, settings.drain_timeout)
         for listener in settings.listeners:
             factory = EchoPlusFactory(listener, reactor)
             if metrics is not None:
@@ -129,6 +131,15 @@ class EchoPlusService(MultiService):
             MetricsService(
                 settings.metrics, metrics.registry, self.healthy, reactor
             ).setServiceParent(self)
+
+    def stopService(self) -> Any:
+        """
+        Stop accepting, then let open connections finish their requests for
+        up to C{drain_timeout} seconds (see L{echoplus.drain}).
+        """
+        self.draining = True
+        stopped = super().stopService()
+        return stopped.addCallback(lambda _: self.drainer.drain())
 
     def healthy(self) -> bool:
         """

@@ -85,6 +85,8 @@ def makeService(options: Mapping[str, Any]) -> IService:
     """
     from twisted.internet import reactor
 
+    from echoplus.drain import install_signal_handlers
+    from echoplus.resources import raise_open_files_limit
     from echoplus.service import EchoPlusService
 
     try:
@@ -93,7 +95,14 @@ def makeService(options: Mapping[str, Any]) -> IService:
         _report(error)
         raise SystemExit(1) from None
     _report_bind_errors_briefly()
-    return EchoPlusService(settings, reactor)
+    raise_open_files_limit()
+    service = EchoPlusService(settings, reactor)
+    # After the reactor's own handlers, which would make twistd exit by the
+    # signal (status -15) instead of 0 after a graceful drain.
+    reactor.addSystemEventTrigger(
+        "after", "startup", install_signal_handlers, reactor, service.drainer
+    )
+    return service
 
 
 def _report(error: ConfigError) -> None:
