@@ -16,6 +16,7 @@ from typing import ClassVar
 __all__ = [
     "BadFrame",
     "ConfigError",
+    "ConnectionTimeout",
     "EchoPlusError",
     "FrameTooLong",
     "FramingError",
@@ -119,6 +120,15 @@ class Overloaded(EchoPlusError):
     """
 
     kind = "overloaded"
+
+
+class ConnectionTimeout(EchoPlusError):
+    """
+    A connection was idle too long, or a started frame did not complete in
+    time (C{--idle-timeout}, C{--frame-timeout}): the connection closes.
+    """
+
+    kind = "timeout"
 
 
 class ConfigError(Exception):
