@@ -16,6 +16,7 @@ from echoplus.context import ConnectionContext
 from echoplus.errors import RequestError
 from echoplus.interfaces import IProcessor
 from echoplus.processors.base import ProcessorFactory, Transform
+from echoplus.processors.shared import SHARED_BUILTINS
 
 __all__ = ["BUILTINS"]
 
@@ -143,4 +144,5 @@ BUILTINS: tuple[ProcessorFactory, ...] = (
         Counter,
         per_connection=True,
     ),
+    *SHARED_BUILTINS,
 )

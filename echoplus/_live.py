@@ -1,0 +1,195 @@
+"""
+Real listeners for tests: a listener on a free loopback port, in-process,
+on the running reactor, and a client that speaks its framing.
+
+Exposed as L{echoplus.testing.serve}; the pytest fixture in
+L{echoplus.pytest_plugin} is a thin wrapper.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import clientFromString, serverFromString
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.python.failure import Failure
+
+from echoplus.factory import EchoPlusFactory
+from echoplus.protocols import FramedProtocol
+
+__all__ = ["LiveClient", "LiveListener", "serve"]
+
+_LARGEST = 2**31 - 1
+
+
+class LiveClient(Protocol):
+    """
+    A client of a L{LiveListener} that frames what it sends and decodes
+    what it receives in the listener's framing.  Every waiting method
+    returns a L{Deferred}, with a timeout on the reactor.
+
+    @ivar closed: fires with the L{Failure} that closed the connection.
+    """
+
+    def __init__(self, codec: FramedProtocol, reactor: Any) -> None:
+        self._codec = codec
+        self._reactor = reactor
+        self._decoder = codec.make_decoder(_LARGEST)
+        self._encoder = codec.make_encoder()
+        self._frames: deque[bytes] = deque()
+        self._waiting: list[tuple[int, Deferred[list[bytes]]]] = []
+        self.closed: Deferred[Failure] = Deferred()
+        self.connected_ = False
+
+    def connectionMade(self) -> None:
+        self.connected_ = True
+
+    def dataReceived(self, data: bytes) -> None:
+        decode = self._codec.decode_frame
+        self._frames.extend(decode(frame) for frame in self._decoder.feed(data))
+        self._serve_waiters()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.connected_ = False
+        waiting, self._waiting = self._waiting, []
+        for count, deferred in waiting:
+            got = [self._frames.popleft() for _ in range(min(count, len(self._frames)))]
+            deferred.errback(
+                ConnectionDone(f"closed after {len(got)} of {count} frames: {got!r}")
+            )
+        self.closed.callback(reason)
+
+    def send(self, *payloads: bytes) -> None:
+        """
+        Frame each payload and write them in one write.
+        """
+        encode_frame = self._codec.encode_frame
+        self.transport.write(
+            self._encoder.encode_batch([encode_frame(p) for p in payloads])
+        )
+
+    def receive(self, count: int = 1, timeout: float = 5.0) -> Deferred[list[bytes]]:
+        """
+        Wait for the next C{count} frames.
+
+        @return: a L{Deferred} of the frames' payloads; it fails with
+            C{TimeoutError} after C{timeout} seconds and with
+            L{ConnectionDone} if the connection closes first.
+        """
+        deferred: Deferred[list[bytes]] = Deferred()
+        if not self.connected_ and len(self._frames) < count:
+            deferred.errback(ConnectionDone("the connection is closed"))
+            return deferred
+        self._waiting.append((count, deferred))
+        self._serve_waiters()
+        if not deferred.called:
+            deferred.addTimeout(timeout, self._reactor)
+            deferred.addErrback(self._forget, deferred)
+        return deferred
+
+    def request(self, *payloads: bytes, timeout: float = 5.0) -> Deferred[list[bytes]]:
+        """
+        Send payloads and wait for as many frames.
+        """
+        self.send(*payloads)
+        return self.receive(len(payloads), timeout)
+
+    def close(self) -> Deferred[Failure]:
+        """
+        Close the connection; the L{Deferred} fires once it is closed.
+        """
+        if self.connected_:
+            self.transport.loseConnection()
+        return self.closed
+
+    def _serve_waiters(self) -> None:
+        frames = self._frames
+        while self._waiting and len(frames) >= self._waiting[0][0]:
+            count, deferred = self._waiting.pop(0)
+            if not deferred.called:
+                deferred.callback([frames.popleft() for _ in range(count)])
+
+    def _forget(self, failure: Failure, deferred: Deferred[Any]) -> Failure:
+        self._waiting = [item for item in self._waiting if item[1] is not deferred]
+        return failure
+
+
+class LiveListener:
+    """
+    An echoplus listener serving on a real port of the running reactor.
+
+    @ivar factory: its L{EchoPlusFactory}.
+    @ivar port: its C{IListeningPort}.
+    @ivar endpoint: a client endpoint string that connects to it (e.g.
+        C{tcp:127.0.0.1:54321}), for L{clientFromString} or
+        C{echoplus send}.
+    """
+
+    def __init__(self, factory: EchoPlusFactory, port: IListeningPort, reactor: Any):
+        self.factory = factory
+        self.port = port
+        self._reactor = reactor
+        self._clients: list[LiveClient] = []
+        host = port.getHost()
+        if hasattr(host, "port"):
+            self.endpoint = f"tcp:{host.host}:{host.port}"
+        else:
+            name = host.name.decode() if isinstance(host.name, bytes) else host.name
+            self.endpoint = f"unix:{name}"
+
+    def connect(self) -> Deferred[LiveClient]:
+        """
+        Connect a new L{LiveClient}.
+        """
+        codec = self.factory.protocol()
+        codec.factory = self.factory
+        client = LiveClient(codec, self._reactor)
+        self._clients.append(client)
+        endpoint = clientFromString(self._reactor, self.endpoint)
+        return endpoint.connect(Factory.forProtocol(lambda: client))
+
+    def stop(self) -> Deferred[Any]:
+        """
+        Close every client this listener connected and stop listening.
+        """
+        closing = [client.close() for client in self._clients]
+        self._clients = []
+        stopped = self.port.stopListening() or succeed(None)
+        for deferred in closing:
+            stopped.addCallback(lambda _, d=deferred: d)
+        return stopped
+
+
+def serve(
+    reactor: Any,
+    framing: Any = "line",
+    processors: Any = ("echo",),
+    endpoint: str = "tcp:0:interface=127.0.0.1",
+    **limits: Any,
+) -> Deferred[LiveListener]:
+    """
+    Start a real listener on C{endpoint} (a free loopback port by default)
+    on C{reactor}, with the same arguments as L{FrameHarness}.
+
+    Use it from a trial C{TestCase}::
+
+        listener = yield serve(reactor, "netstring", ["upper"])
+        self.addCleanup(listener.stop)
+        client = yield listener.connect()
+        self.assertEqual((yield client.request(b"hi")), [b"HI"])
+
+    @return: a L{Deferred} of the L{LiveListener}.
+    """
+    from echoplus.testing import _ObjectChain, listener_settings
+
+    chain = _ObjectChain(processors)
+    settings = listener_settings(
+        framing, chain.entries, {"endpoint": endpoint, **limits}
+    )
+    factory = EchoPlusFactory(settings, reactor, chain)
+    listening = serverFromString(reactor, endpoint).listen(factory)
+    return listening.addCallback(lambda port: LiveListener(factory, port, reactor))
