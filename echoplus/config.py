@@ -10,25 +10,40 @@ environment > config file > defaults.
 
 from __future__ import annotations
 
-import ipaddress
-import re
-from typing import Any, Callable, Mapping, Sequence
+import difflib
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import attrs
 
 from echoplus.errors import ConfigError
-from echoplus.processors.chain import ProcessorEntry, parse_chain
+from echoplus.parsers import check_endpoint
+from echoplus.parsers import choice as _choice
+from echoplus.parsers import delimiter as _delimiter
+from echoplus.parsers import endpoints as _endpoints
+from echoplus.parsers import framing as _framing
+from echoplus.parsers import integer as _integer
+from echoplus.parsers import networks as _networks
+from echoplus.parsers import optional_text as _optional_text
+from echoplus.parsers import processors as _processors
+from echoplus.parsers import seconds as _seconds
+from echoplus.parsers import text as _text
+from echoplus.processors.chain import ProcessorEntry
 
 __all__ = [
     "DEFAULT_ENDPOINT",
     "OPTIONS",
     "ListenerSettings",
     "OptionSpec",
+    "Resolved",
     "Settings",
     "build_settings",
     "check_endpoint",
     "command_line_values",
+    "did_you_mean",
     "environment_values",
+    "environment_warnings",
+    "load_settings",
+    "resolve",
 ]
 
 DEFAULT_ENDPOINT = "tcp:5000:interface=127.0.0.1"
@@ -71,166 +86,6 @@ class Settings:
     metrics: str | None = None
     workers: int = 1
     log_format: str = "text"
-
-
-# Parsers: each takes a string (command line, environment) or a TOML value
-# and returns the setting's value, or raises ValueError saying why not.
-
-
-def _integer(minimum: int, maximum: int | None = None) -> Callable[[Any], int]:
-    def parse(value: Any) -> int:
-        if isinstance(value, bool) or isinstance(value, float):
-            raise ValueError(f"must be a whole number, not {value!r}")
-        try:
-            number = int(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"must be a whole number, not {value!r}") from None
-        if number < minimum or (maximum is not None and number > maximum):
-            bound = f"from {minimum} to {maximum}" if maximum else f"at least {minimum}"
-            raise ValueError(f"must be {bound}, not {number}")
-        return number
-
-    return parse
-
-
-def _seconds(value: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError(f"must be a number of seconds, not {value!r}")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"must be a number of seconds, not {value!r}") from None
-    if not 0 <= number < float("inf"):
-        raise ValueError(f"must be a finite number of seconds >= 0, not {value!r}")
-    return number
-
-
-def _text(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"must be a non-empty string, not {value!r}")
-    return value
-
-
-_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "0": "\0", "\\": "\\"}
-
-
-def _delimiter(value: Any) -> bytes:
-    """
-    Parse a delimiter, with the escapes C{\\n \\r \\t \\0 \\\\ \\xHH}.
-    """
-    text = _text(value)
-
-    def unescape(match: re.Match[str]) -> str:
-        escape = match.group(1)
-        if escape.startswith("x"):
-            return chr(int(escape[1:], 16))
-        return _ESCAPES[escape]
-
-    try:
-        result = re.sub(r"\\(x[0-9a-fA-F]{2}|[nrt0\\])", unescape, text)
-        return result.encode("latin-1")
-    except UnicodeEncodeError:
-        raise ValueError(f"must be bytes or ASCII escapes, not {value!r}") from None
-
-
-def _framing(value: Any) -> str:
-    from echoplus.protocols import find_framing
-
-    name = _text(value)
-    try:
-        find_framing(name)
-    except ConfigError as error:
-        raise ValueError(str(error)) from None
-    return name
-
-
-def _processors(value: Any) -> tuple[ProcessorEntry, ...]:
-    """
-    Parse a chain: the command-line syntax as a string, or a TOML list of
-    names and C{{name = "...", <options>}} tables.
-    """
-    from echoplus.processors.chain import ProcessorChain
-
-    if isinstance(value, str):
-        try:
-            entries = parse_chain(value)
-        except ConfigError as error:
-            raise ValueError(str(error)) from None
-    elif isinstance(value, (list, tuple)) and value:
-        entries = tuple(_processor_entry(item) for item in value)
-    else:
-        raise ValueError(f"must be a processor chain, not {value!r}")
-    try:
-        ProcessorChain(entries)
-    except ConfigError as error:
-        raise ValueError(str(error)) from None
-    return entries
-
-
-def _processor_entry(item: Any) -> ProcessorEntry:
-    if isinstance(item, ProcessorEntry):
-        return item
-    if isinstance(item, str):
-        return ProcessorEntry(_text(item))
-    if isinstance(item, Mapping) and isinstance(item.get("name"), str):
-        options = {key: value for key, value in item.items() if key != "name"}
-        return ProcessorEntry(item["name"], options)
-    raise ValueError(f"a processor is a name or a table with a name, not {item!r}")
-
-
-def _networks(value: Any) -> tuple[str, ...]:
-    items = value.replace(",", " ").split() if isinstance(value, str) else value
-    if not isinstance(items, (list, tuple)):
-        raise ValueError(f"must be a list of networks, not {value!r}")
-    networks = []
-    for item in items:
-        try:
-            networks.append(str(ipaddress.ip_network(str(item).strip(), strict=False)))
-        except ValueError:
-            raise ValueError(f"{item!r} is not an IPv4 or IPv6 network") from None
-    return tuple(networks)
-
-
-def _endpoints(value: Any) -> tuple[str, ...]:
-    items = value.split() if isinstance(value, str) else value
-    if not isinstance(items, (list, tuple)) or not items:
-        raise ValueError(f"must be one or more endpoint strings, not {value!r}")
-    return tuple(check_endpoint(_text(item)) for item in items)
-
-
-def check_endpoint(description: str) -> str:
-    """
-    Parse a server endpoint string with Twisted's own parser, without
-    listening, and return it unchanged.
-
-    @raise ValueError: it is malformed; the message quotes it.
-    """
-    from twisted.internet.endpoints import serverFromString
-
-    try:
-        serverFromString(_NOT_A_REACTOR, description)
-    except Exception as error:  # endpoint plugins raise anything at all
-        reason = str(error) or type(error).__name__
-        raise ValueError(f"bad endpoint {description!r}: {reason}") from None
-    return description
-
-
-# Parsing an endpoint string only records the reactor; nothing is called
-# on it until the endpoint listens.
-_NOT_A_REACTOR = object()
-
-
-def _choice(*choices: str) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
-        if value not in choices:
-            raise ValueError(f"must be one of {', '.join(choices)}, not {value!r}")
-        return str(value)
-
-    return parse
-
-
-def _optional_text(value: Any) -> str | None:
-    return None if value in ("", None) else _text(value)
 
 
 @attrs.frozen
@@ -398,13 +253,18 @@ OPTIONS: tuple[OptionSpec, ...] = (
     ),
 )
 
+
 _SPECS = {spec.key: spec for spec in OPTIONS}
+
+#: Where a value comes from when nothing sets it.
+DEFAULT_SOURCE = "default"
 
 
 @attrs.frozen
 class _Value:
     """
-    A raw value and where it came from.
+    A raw value and where it came from: C{--flag}, C{ECHOPLUS_X}, or
+    C{file:LINE}.
     """
 
     raw: Any
@@ -413,13 +273,39 @@ class _Value:
 
 def environment_values(environ: Mapping[str, str]) -> dict[str, _Value]:
     """
-    The options set through C{ECHOPLUS_*} environment variables.
+    The options set through C{ECHOPLUS_*} environment variables (empty
+    ones count as unset).
     """
     return {
         spec.key: _Value(environ[spec.environment_variable], spec.environment_variable)
         for spec in OPTIONS
         if environ.get(spec.environment_variable, "") != ""
     }
+
+
+def environment_warnings(environ: Mapping[str, str]) -> list[str]:
+    """
+    One line for each C{ECHOPLUS_*} variable that names no option (a typo
+    would otherwise be silently ignored).
+    """
+    known = {spec.environment_variable for spec in OPTIONS}
+    warnings = []
+    for name in sorted(environ):
+        if name.startswith("ECHOPLUS_") and name not in known:
+            keys = [spec.key for spec in OPTIONS]
+            close = difflib.get_close_matches(name[9:].lower(), keys, n=1)
+            hint = f" (did you mean ECHOPLUS_{close[0].upper()}?)" if close else ""
+            warnings.append(f"unknown environment variable {name} ignored{hint}")
+    return warnings
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """
+    C{" (did you mean 'x'?)"} for the candidate closest to C{name}, or
+    C{""} when none is close.
+    """
+    close = difflib.get_close_matches(name, sorted(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def command_line_values(options: Mapping[str, Any]) -> dict[str, _Value]:
@@ -436,9 +322,62 @@ def command_line_values(options: Mapping[str, Any]) -> dict[str, _Value]:
     return values
 
 
+@attrs.frozen
+class Resolved:
+    """
+    Valid settings and where each of their values came from.
+
+    @ivar settings: the L{Settings}.
+    @ivar listener_sources: for each listener, its option keys (and
+        C{endpoint}) mapped to their sources: C{default}, C{FILE:LINE},
+        C{ECHOPLUS_X} or C{--flag}.
+    @ivar service_sources: the same for the process-wide options.
+    @ivar warnings: problems that do not stop the launch.
+    """
+
+    settings: Settings
+    listener_sources: tuple[Mapping[str, str], ...]
+    service_sources: Mapping[str, str]
+    warnings: tuple[str, ...] = ()
+
+
+def resolve(options: Mapping[str, Any], environ: Mapping[str, str]) -> Resolved:
+    """
+    Build and validate the settings from parsed command-line options, the
+    environment and the config file they name (C{--config} or
+    C{ECHOPLUS_CONFIG}).
+
+    Precedence, per option: command line > environment > the file's
+    C{[[listen]]} table > the file's top level > default.  C{--listen} or
+    C{ECHOPLUS_LISTEN} replace the file's listeners.
+
+    @raise ConfigError: one line per fault, each naming the option and
+        where its value came from.
+    """
+    from echoplus.configfile import read_config_file
+
+    upper = {**environment_values(environ), **command_line_values(options)}
+    warnings = environment_warnings(environ)
+    config = upper.get("config")
+    path = config.raw if config is not None else None
+    if isinstance(path, str) and path:
+        return _combine(read_config_file(path, config.source), upper, warnings)
+    return _combine(None, upper, warnings)
+
+
+def load_settings(options: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
+    """
+    L{resolve}, for callers that only need the settings.
+
+    @raise ConfigError: the configuration is invalid.
+    """
+    return resolve(options, environ).settings
+
+
 def build_settings(layers: Sequence[Mapping[str, _Value]]) -> Settings:
     """
-    Merge option layers, lowest precedence first, and validate the result.
+    Merge option layers, lowest precedence first, and validate the result
+    (no config file is read).
 
     @raise ConfigError: one line per fault, each naming the option and
         where its value came from.
@@ -446,26 +385,138 @@ def build_settings(layers: Sequence[Mapping[str, _Value]]) -> Settings:
     merged: dict[str, _Value] = {}
     for layer in layers:
         merged.update(layer)
-    errors: list[str] = []
-    parsed: dict[str, Any] = {}
-    for key, value in merged.items():
+    return _combine(None, merged, []).settings
+
+
+class _Parser:
+    """
+    Parses raw values once each, collecting one error line per bad value.
+    """
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = errors
+        self._done: dict[int, Any] = {}
+
+    def parse(self, key: str, value: _Value, parse: Callable[[Any], Any]) -> Any:
+        """
+        The parsed value, or L{_INVALID} after recording the error.
+        """
+        if id(value) not in self._done:
+            try:
+                self._done[id(value)] = parse(value.raw)
+            except ValueError as error:
+                self.errors.append(f"{key} (from {value.source}): {error}")
+                self._done[id(value)] = _INVALID
+        return self._done[id(value)]
+
+
+_INVALID = object()
+
+
+def _combine(file: Any, upper: Mapping[str, _Value], warnings: list[str]) -> Resolved:
+    """
+    Combine a L{echoplus.configfile.ConfigFile} (or C{None}) with the
+    environment and command-line values C{upper} into L{Resolved}.
+    """
+    errors: list[str] = list(file.errors) if file is not None else []
+    parser = _Parser(errors)
+    top: dict[str, _Value] = dict(file.top) if file is not None else {}
+    top.update(upper)
+    service: dict[str, Any] = {}
+    service_sources: dict[str, str] = {}
+    for key, value in top.items():
         spec = _SPECS[key]
-        try:
-            parsed[key] = spec.parse(value.raw)
-        except ValueError as error:
-            errors.append(f"{spec.key} (from {value.source}): {error}")
+        if spec.per_listener or key == "listen":
+            continue
+        parsed = parser.parse(key, value, spec.parse)
+        service[key] = parsed
+        service_sources[key] = value.source
+    defaults = {key: value for key, value in top.items() if _SPECS[key].per_listener}
+    overrides = {key: value for key, value in upper.items() if _SPECS[key].per_listener}
+    for key, value in defaults.items():  # report bad values even if overridden
+        parser.parse(key, value, _SPECS[key].parse)
+    listeners = []
+    listener_sources = []
+    for table in _listener_tables(file, upper, parser):
+        values = {**defaults, **table, **overrides}
+        fields: dict[str, Any] = {}
+        sources: dict[str, str] = {}
+        for key, value in values.items():
+            check = _endpoint if key == "endpoint" else _SPECS[key].parse
+            fields[key] = parser.parse(key, value, check)
+            sources[key] = value.source
+        listeners.append(fields)
+        listener_sources.append(sources)
+    _check_unique_endpoints(listeners, listener_sources, errors)
     if errors:
         raise ConfigError("\n".join(errors))
-    listener_fields = {
-        key: value for key, value in parsed.items() if _SPECS[key].per_listener
-    }
-    endpoints = parsed.pop("listen", (DEFAULT_ENDPOINT,))
-    listeners = tuple(
-        ListenerSettings(endpoint=endpoint, **listener_fields) for endpoint in endpoints
+    settings = Settings(
+        listeners=tuple(_listener(fields) for fields in listeners),
+        **_only_fields(Settings, service),
     )
-    service_fields = {
-        key: value
-        for key, value in parsed.items()
-        if not _SPECS[key].per_listener and key in attrs.fields_dict(Settings)
+    return Resolved(
+        settings,
+        tuple(_with_defaults(ListenerSettings, s) for s in listener_sources),
+        _with_defaults(Settings, service_sources, exclude={"listeners"}),
+        tuple(warnings),
+    )
+
+
+def _endpoint(value: Any) -> str:
+    return check_endpoint(_text(value))
+
+
+def _listener_tables(
+    file: Any, upper: Mapping[str, _Value], parser: _Parser
+) -> list[Mapping[str, _Value]]:
+    """
+    The listeners' own values: one table per C{--listen} / C{ECHOPLUS_LISTEN}
+    endpoint if given, else the file's C{[[listen]]} tables, else the
+    default endpoint.
+    """
+    if "listen" in upper:
+        value = upper["listen"]
+        endpoints = parser.parse("listen", value, _endpoints)
+        if endpoints is _INVALID:
+            return []
+        return [{"endpoint": _Value(endpoint, value.source)} for endpoint in endpoints]
+    if file is not None and file.listeners is not None:
+        return list(file.listeners)
+    return [{"endpoint": _Value(DEFAULT_ENDPOINT, DEFAULT_SOURCE)}]
+
+
+def _check_unique_endpoints(
+    listeners: list[dict[str, Any]],
+    sources: list[dict[str, str]],
+    errors: list[str],
+) -> None:
+    seen: set[Any] = set()
+    for fields, where in zip(listeners, sources, strict=True):
+        endpoint = fields.get("endpoint")
+        if endpoint is _INVALID:
+            continue
+        if endpoint in seen:
+            errors.append(
+                f"endpoint (from {where['endpoint']}): {endpoint!r} is listed twice"
+            )
+        seen.add(endpoint)
+
+
+def _only_fields(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    names = attrs.fields_dict(cls)
+    return {key: value for key, value in values.items() if key in names}
+
+
+def _listener(fields: Mapping[str, Any]) -> ListenerSettings:
+    return ListenerSettings(**_only_fields(ListenerSettings, fields))
+
+
+def _with_defaults(
+    cls: type, sources: Mapping[str, str], exclude: Iterable[str] = ()
+) -> dict[str, str]:
+    skip = set(exclude)
+    every = {
+        name: DEFAULT_SOURCE for name in attrs.fields_dict(cls) if name not in skip
     }
-    return Settings(listeners=listeners, **service_fields)
+    every.update(sources)
+    return every
