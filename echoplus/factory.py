@@ -6,8 +6,9 @@ the bookkeeping of its open connections.
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
@@ -119,6 +120,24 @@ class EchoPlusFactory(Factory):
         for name, observer in _observers(protocol):
             self._notify(name, observer.connection_lost, protocol.context, reason)
 
+    def connection_rechained(
+        self, protocol: FramedProtocol, previous: Sequence[tuple[str, Any]]
+    ) -> None:
+        """
+        An open connection moved to a reloaded chain: observers only in the
+        old chain hear it leave, observers only in the new one hear it
+        arrive.
+        """
+        old = {id(pair[1]): pair for pair in _observers(previous)}
+        new = {id(pair[1]): pair for pair in _observers(protocol)}
+        reason = Failure(ConnectionDone("processor chain reloaded"))
+        for key, (name, observer) in old.items():
+            if key not in new:
+                self._notify(name, observer.connection_lost, protocol.context, reason)
+        for key, (name, observer) in new.items():
+            if key not in old:
+                self._notify(name, observer.connection_made, protocol.context)
+
     def _notify(self, name: str, method: Any, *args: Any) -> None:
         try:
             method(*args)
@@ -126,9 +145,12 @@ class EchoPlusFactory(Factory):
             self._log.failure("Connection observer {processor} failed", processor=name)
 
 
-def _observers(protocol: FramedProtocol) -> list[tuple[str, Any]]:
+def _observers(
+    protocol: FramedProtocol | Sequence[tuple[str, Any]],
+) -> list[tuple[str, Any]]:
+    processors = getattr(protocol, "processors", protocol)
     return [
         (name, processor)
-        for name, processor in protocol.processors
+        for name, processor in processors
         if IConnectionObserver.providedBy(processor)
     ]

@@ -113,6 +113,12 @@ class _BufferedDecoder:
     def buffered(self) -> int:
         return len(self._held)
 
+    def set_max_frame(self, max_frame: int) -> None:
+        """
+        Change the frame limit (a reload), keeping the bytes held.
+        """
+        self.max_frame = max_frame
+
     def feed(self, data: bytes) -> list[bytes]:
         if self.error is not None:
             return []
@@ -181,6 +187,10 @@ class NetstringDecoder(_BufferedDecoder):
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         super().__init__(max_frame)
+        self._max_digits = len(str(max_frame))
+
+    def set_max_frame(self, max_frame: int) -> None:
+        self.max_frame = max_frame
         self._max_digits = len(str(max_frame))
 
     def _parse(self, data: bytes, frames: list[bytes]) -> int:
@@ -262,6 +272,13 @@ class LineDecoder:
     def buffered(self) -> int:
         return len(self._held)
 
+    def set_max_frame(self, max_frame: int) -> None:
+        """
+        Change the frame limit (a reload), keeping the bytes held.
+        """
+        self.max_frame = max_frame
+        self._hold_limit = max_frame + len(self.delimiter) - 1
+
     def feed(self, data: bytes) -> list[bytes]:
         if self.error is not None:
             return []
@@ -324,6 +341,12 @@ class RawDecoder:
             raise ValueError(f"max_frame must be positive for raw, not {max_frame}")
         self.max_frame = max_frame
         self.error: FramingError | None = None
+
+    def set_max_frame(self, max_frame: int) -> None:
+        """
+        Change the frame limit (a reload).
+        """
+        self.max_frame = max_frame
 
     @property
     def buffered(self) -> int:

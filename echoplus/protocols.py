@@ -159,12 +159,21 @@ class FramedProtocol(Protocol):
         """
         Take the listener's current settings and chain.
         """
+        settings = self.factory.settings
+        self.settings = settings
+        self._decoder = self.make_decoder(settings.max_frame)
+        self._encoder = self.make_encoder()
+        self._use_chain()
+
+    def _use_chain(self) -> None:
+        """
+        Take the listener's current settings and chain, keeping the codec.
+        """
         factory = self.factory
         settings = factory.settings
         self._generation = factory.generation
         self.settings = settings
-        self._decoder = self.make_decoder(settings.max_frame)
-        self._encoder = self.make_encoder()
+        self._chain = factory.chain
         self.processors = factory.chain.for_connection()
         self._dispatcher = OrderedDispatcher(
             self.processors,
@@ -177,9 +186,34 @@ class FramedProtocol(Protocol):
         if self._metrics is not None:
             self._dispatcher.on_error = self._count_error
 
+    def _reconfigure(self) -> None:
+        """
+        Pick up a reload of the listener: new limits at once, keeping the
+        bytes the decoder holds; the new chain once no reply of the old one
+        is pending (replies stay in order).  The framing and delimiter of an
+        open connection never change.
+        """
+        factory = self.factory
+        settings = factory.settings
+        if settings.max_frame != self.settings.max_frame:
+            set_max_frame = getattr(self._decoder, "set_max_frame", None)
+            if set_max_frame is not None:
+                set_max_frame(settings.max_frame)
+        if factory.chain is not self._chain and not self._dispatcher.pending:
+            previous = self.processors
+            self._use_chain()
+            factory.connection_rechained(self, previous)
+            return
+        self.settings = settings
+        self._dispatcher.timeout = settings.processor_timeout
+        if factory.chain is self._chain:
+            self._generation = factory.generation
+
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
             return
+        if self._generation != self.factory.generation:
+            self._reconfigure()
         frames = self._decoder.feed(data)
         self._bytes_in += len(data)
         metrics = self._metrics
