@@ -127,6 +127,8 @@ class LiveListener:
     @ivar endpoint: a client endpoint string that connects to it (e.g.
         C{tcp:127.0.0.1:54321}), for L{clientFromString} or
         C{echoplus send}.
+    @ivar client: the first L{LiveClient} that L{connect} connected, or
+        L{None}.
     """
 
     def __init__(self, factory: EchoPlusFactory, port: IListeningPort, reactor: Any):
@@ -134,6 +136,7 @@ class LiveListener:
         self.port = port
         self._reactor = reactor
         self._clients: list[LiveClient] = []
+        self.client: LiveClient | None = None
         host = port.getHost()
         if hasattr(host, "port"):
             self.endpoint = f"tcp:{host.host}:{host.port}"
@@ -149,6 +152,8 @@ class LiveListener:
         codec.factory = self.factory
         client = LiveClient(codec, self._reactor)
         self._clients.append(client)
+        if self.client is None:
+            self.client = client
         endpoint = clientFromString(self._reactor, self.endpoint)
         return endpoint.connect(Factory.forProtocol(lambda: client))
 
