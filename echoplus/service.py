@@ -5,14 +5,14 @@ L{EchoPlusService}.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from echoplus.config import Settings
+from echoplus.config import ListenerSettings, Settings
 from echoplus.drain import Drainer
 from echoplus.endpoints import server_from_string
 from echoplus.errors import ConfigError
@@ -42,7 +42,8 @@ class ListenerService(Service):
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
-        self._listen()
+        if self.port is None:
+            self._listen()
 
     def startService(self) -> None:
         super().startService()
@@ -105,38 +106,123 @@ class EchoPlusService(MultiService):
     @ivar draining: set while the service drains; C{/healthz} answers 503.
     """
 
+    _log = Logger()
+
     def __init__(
-        self, settings: Settings, reactor: Any, metrics: Metrics | None = None
+        self,
+        settings: Settings,
+        reactor: Any,
+        metrics: Metrics | None = None,
+        load: Callable[[], Settings] | None = None,
     ) -> None:
         """
         @param metrics: where to count; by default a new L{Metrics} with
             its own registry when C{settings.metrics} is set, else none.
+        @param load: re-reads the configuration (file and environment, with
+            the original command line) for L{reload}; with it, SIGHUP
+            reloads while the service runs.
         """
         super().__init__()
         self.settings = settings
         self.reactor = reactor
+        self._load = load
+        self._restore_sighup: Callable[[], None] | None = None
         self.draining = False
         if metrics is None and settings.metrics:
             metrics = Metrics()
         self.metrics = metrics
         self.factories: dict[str, EchoPlusFactory] = {}
-        self.drainer = Drainer(reactor, self.factories.values, settings.drain_timeout)
+        self._retired: list[EchoPlusFactory] = []
+        self.drainer = Drainer(reactor, self._drained_factories, settings.drain_timeout)
         for listener in settings.listeners:
-            factory = EchoPlusFactory(listener, reactor)
-            if metrics is not None:
-                factory.metrics = metrics.for_listener(factory.name)
-            self.factories[listener.endpoint] = factory
-            ListenerService(listener.endpoint, factory, reactor).setServiceParent(self)
+            self.add_listener(self.make_listener(listener))
         if metrics is not None and settings.metrics:
             MetricsService(
                 settings.metrics, metrics.registry, self.healthy, reactor
             ).setServiceParent(self)
+
+    def make_listener(self, listener: ListenerSettings) -> ListenerService:
+        """
+        A new listener service (not yet part of this service) and its
+        factory.
+        """
+        factory = EchoPlusFactory(listener, self.reactor)
+        if self.metrics is not None:
+            factory.metrics = self.metrics.for_listener(factory.name)
+        return ListenerService(listener.endpoint, factory, self.reactor)
+
+    def add_listener(self, child: ListenerService) -> None:
+        """
+        Make C{child} part of this service (it starts if this one runs).
+        """
+        self.factories[child.endpoint] = child.factory
+        child.setServiceParent(self)
+
+    def remove_listener(self, endpoint: str) -> None:
+        """
+        Stop accepting on C{endpoint}; its open connections carry on.
+        """
+        factory = self.factories.pop(endpoint, None)
+        if factory is not None:
+            self._retired.append(factory)
+        self.getServiceNamed(endpoint).disownServiceParent()
+
+    def _drained_factories(self) -> list[EchoPlusFactory]:
+        """
+        The factories whose connections a drain waits for: the listeners'
+        and those of removed listeners that still have connections.
+        """
+        self._retired = [factory for factory in self._retired if factory.connections]
+        return [*self.factories.values(), *self._retired]
+
+    def reload(self) -> bool:
+        """
+        Re-read the configuration and apply it (SIGHUP).  Everything is
+        validated first: an invalid configuration is logged and changes
+        nothing.
+
+        @return: whether the new configuration was applied.
+        """
+        from echoplus.reload import apply_reload
+
+        if self._load is None or self.settings.config is None:
+            self._log.info("Reload: no config file, nothing to reload")
+            return False
+        try:
+            plan = apply_reload(self, self._load())
+        except ConfigError as error:
+            self._log.error(
+                "Reload of {config} refused, the running configuration stays: "
+                "{errors}",
+                config=self.settings.config,
+                errors="; ".join(str(error).splitlines()),
+            )
+            return False
+        self._log.info(
+            "Reloaded {config}: {summary}",
+            config=self.settings.config,
+            summary=plan.summary(),
+        )
+        return True
+
+    def startService(self) -> None:
+        """
+        Start every listener; with a C{load} function, reload on SIGHUP.
+        """
+        super().startService()
+        if self._load is not None and self._restore_sighup is None:
+            from echoplus.reload import install_sighup
+
+            self._restore_sighup = install_sighup(self.reactor, self.reload)
 
     def stopService(self) -> Any:
         """
         Stop accepting, then let open connections finish their requests for
         up to C{drain_timeout} seconds (see L{echoplus.drain}).
         """
+        if self._restore_sighup is not None:
+            self._restore_sighup()
+            self._restore_sighup = None
         self.draining = True
         stopped = super().stopService()
         return stopped.addCallback(lambda _: self.drainer.drain())

@@ -11,13 +11,7 @@ from typing import Any, Mapping
 from twisted.application.service import IService
 from twisted.python import usage
 
-from echoplus.config import (
-    OPTIONS,
-    Settings,
-    build_settings,
-    command_line_values,
-    environment_values,
-)
+from echoplus.config import OPTIONS, Settings, load_settings, resolve
 from echoplus.errors import ConfigError
 
 __all__ = ["Options", "makeService"]
@@ -71,11 +65,16 @@ class Options(usage.Options):
 
 def settings_from(options: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
     """
-    Build the settings from parsed options and the environment.
+    Build the settings from parsed options, the environment and the
+    config file they name; print a warning line for each suspicious
+    C{ECHOPLUS_*} variable.
 
     @raise ConfigError: the configuration is invalid.
     """
-    return build_settings([environment_values(environ), command_line_values(options)])
+    resolved = resolve(options, environ)
+    for warning in resolved.warnings:
+        sys.stderr.write(f"echoplus: warning: {warning}\n")
+    return resolved.settings
 
 
 def makeService(options: Mapping[str, Any]) -> IService:
@@ -96,7 +95,11 @@ def makeService(options: Mapping[str, Any]) -> IService:
         raise SystemExit(1) from None
     _report_bind_errors_briefly()
     raise_open_files_limit()
-    service = EchoPlusService(settings, reactor)
+    # SIGHUP re-reads the file and the environment under the same command line.
+    command_line = dict(options)
+    service = EchoPlusService(
+        settings, reactor, load=lambda: load_settings(command_line, os.environ)
+    )
     # After the reactor's own handlers, which would make twistd exit by the
     # signal (status -15) instead of 0 after a graceful drain.
     reactor.addSystemEventTrigger(

@@ -1,0 +1,110 @@
+"""
+C{echoplus check CONFIG}: validate a configuration the way C{twistd -n
+echoplus --config CONFIG} would (the file, then C{ECHOPLUS_*} variables
+over it) and print the effective settings, each value with its source.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, TextIO
+
+import attrs
+
+from echoplus.config import ListenerSettings, Resolved, Settings, resolve
+from echoplus.errors import ConfigError
+from echoplus.processors.chain import ProcessorEntry
+
+__all__ = ["add_check_command", "describe", "format_value", "run_check"]
+
+
+def format_value(value: Any) -> str:
+    """
+    A setting's value as an operator would write it.
+    """
+    if isinstance(value, bytes):
+        return value.decode("latin-1").encode("unicode_escape").decode("ascii")
+    if isinstance(value, ProcessorEntry):
+        return str(value)
+    if isinstance(value, tuple):
+        return ",".join(format_value(item) for item in value) or "(none)"
+    if value is None:
+        return "(none)"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def describe(resolved: Resolved) -> list[str]:
+    """
+    The lines that show every effective value and where it came from.
+    """
+    settings = resolved.settings
+    lines = ["service:"]
+    lines += _rows(settings, Settings, resolved.service_sources, {"listeners"})
+    for number, (listener, sources) in enumerate(
+        zip(settings.listeners, resolved.listener_sources, strict=True), 1
+    ):
+        lines.append(f"listener {number}: {listener.endpoint}")
+        lines += _rows(listener, ListenerSettings, sources, set())
+    return lines
+
+
+def _rows(
+    values: Any, cls: type, sources: Mapping[str, str], skip: set[str]
+) -> list[str]:
+    rows = []
+    for field in attrs.fields(cls):
+        if field.name in skip:
+            continue
+        value = format_value(getattr(values, field.name))
+        source = sources.get(field.name, "default")
+        rows.append(f"  {field.name:<18} {value:<32} {source}")
+    return rows
+
+
+def run_check(path: str, environ: Mapping[str, str], out: TextIO, err: TextIO) -> int:
+    """
+    Check the config file at C{path} under C{environ}; print the effective
+    configuration to C{out}, or one C{echoplus: error: ...} line per fault
+    to C{err}.
+
+    @return: the exit status: 0 when valid, 1 when not.
+    """
+    try:
+        resolved = resolve({"config": path}, environ)
+    except ConfigError as error:
+        for line in str(error).splitlines():
+            err.write(f"echoplus: error: {line}\n")
+        err.write(f"echoplus: {path}: invalid configuration\n")
+        return 1
+    for warning in resolved.warnings:
+        err.write(f"echoplus: warning: {warning}\n")
+    out.write(f"{path}: valid\n")
+    for line in describe(resolved):
+        out.write(line + "\n")
+    return 0
+
+
+def add_check_command(commands: Any) -> None:
+    """
+    Add C{check CONFIG} to the C{echoplus} command's subparsers.
+    """
+    parser = commands.add_parser(
+        "check",
+        help="validate a config file and print the effective configuration",
+        description=(
+            "Validate CONFIG as twistd -n echoplus --config CONFIG would, with "
+            "the ECHOPLUS_* environment variables over it, and print every "
+            "listener's effective settings and where each value came from.  "
+            "Exit status 0 only when the configuration is valid."
+        ),
+    )
+    parser.add_argument("config", metavar="CONFIG", help="the TOML config file")
+    parser.set_defaults(run=_run)
+
+
+def _run(arguments: Any) -> int:
+    import os
+    import sys
+
+    return run_check(arguments.config, os.environ, sys.stdout, sys.stderr)
