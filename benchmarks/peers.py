@@ -1,0 +1,159 @@
+"""
+The peer servers echoplus is measured against, each the way a user would
+write it by hand.
+
+    python benchmarks/peers.py KIND PORT
+
+prints C{listening on PORT} once it accepts connections, then serves until
+killed.  KIND is one of L{PEERS}:
+
+  - C{twisted-line}, C{twisted-int32}, C{twisted-netstring}: Twisted's stock
+    C{LineReceiver} (C{delimiter = b"\\n"}), C{Int32StringReceiver} and
+    C{NetstringReceiver}, echoing each message with C{sendLine} /
+    C{sendString};
+  - C{twisted-bare}: a bare C{Protocol} whose C{dataReceived} writes the
+    bytes back (Twisted's floor: no framing at all);
+  - C{asyncio-streams}: C{readline()} / C{write()} / C{drain()};
+  - C{asyncio-batched}: an C{asyncio.Protocol} that splits the lines of each
+    chunk by hand and writes all replies of a chunk at once (the best
+    hand-tuned asyncio line echo);
+  - the same two with C{-uvloop} appended, on uvloop's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any, Callable
+
+
+def _twisted(kind: str, port: int) -> None:
+    from twisted.internet import epollreactor
+
+    epollreactor.install()
+    from twisted.internet import reactor
+    from twisted.internet.protocol import Factory, Protocol
+    from twisted.protocols.basic import (
+        Int32StringReceiver,
+        LineReceiver,
+        NetstringReceiver,
+    )
+
+    class LineEcho(LineReceiver):
+        delimiter = b"\n"
+        MAX_LENGTH = 65536
+
+        def lineReceived(self, line: bytes) -> None:
+            self.sendLine(line)
+
+    class Int32Echo(Int32StringReceiver):
+        MAX_LENGTH = 65536
+
+        def stringReceived(self, string: bytes) -> None:
+            self.sendString(string)
+
+    class NetstringEcho(NetstringReceiver):
+        MAX_LENGTH = 65536
+
+        def stringReceived(self, string: bytes) -> None:
+            self.sendString(string)
+
+    class BareEcho(Protocol):
+        def dataReceived(self, data: bytes) -> None:
+            self.transport.write(data)
+
+    protocols: dict[str, Any] = {
+        "twisted-line": LineEcho,
+        "twisted-int32": Int32Echo,
+        "twisted-netstring": NetstringEcho,
+        "twisted-bare": BareEcho,
+    }
+    factory = Factory.forProtocol(protocols[kind])
+    factory.noisy = False
+    listening = reactor.listenTCP(port, factory, backlog=1024, interface="127.0.0.1")
+    print(f"listening on {listening.getHost().port}", flush=True)
+    reactor.run()
+
+
+class _BatchedLineEcho(asyncio.Protocol):
+    """Split each chunk into lines by hand; all replies of a chunk in one write."""
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.held = b""
+
+    def data_received(self, data: bytes) -> None:
+        if self.held:
+            data = self.held + data
+        lines = data.split(b"\n")
+        self.held = lines.pop()
+        if lines:
+            lines.append(b"")
+            self.transport.write(b"\n".join(lines))
+
+
+async def _streams_echo(reader: asyncio.StreamReader, writer: Any) -> None:
+    while True:
+        line = await reader.readline()
+        if not line:
+            break
+        writer.write(line)
+        await writer.drain()
+    writer.close()
+
+
+async def _asyncio_main(kind: str, port: int) -> None:
+    loop = asyncio.get_running_loop()
+    if kind.startswith("asyncio-streams"):
+        server = await asyncio.start_server(
+            _streams_echo, "127.0.0.1", port, backlog=1024, limit=65537
+        )
+    else:
+        server = await loop.create_server(
+            _BatchedLineEcho, "127.0.0.1", port, backlog=1024
+        )
+    print(f"listening on {server.sockets[0].getsockname()[1]}", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+def _asyncio(kind: str, port: int) -> None:
+    if kind.endswith("-uvloop"):
+        import uvloop
+
+        uvloop.run(_asyncio_main(kind, port))
+    else:
+        asyncio.run(_asyncio_main(kind, port))
+
+
+#: Every peer server by name, and the wire format its load speaks.
+PEERS: dict[str, str] = {
+    "twisted-line": "line",
+    "twisted-int32": "int32",
+    "twisted-netstring": "netstring",
+    "twisted-bare": "raw",
+    "asyncio-streams": "line",
+    "asyncio-streams-uvloop": "line",
+    "asyncio-batched": "line",
+    "asyncio-batched-uvloop": "line",
+}
+
+
+def main(argv: list[str]) -> int:
+    """Run the peer server named by C{argv[0]} on port C{argv[1]}."""
+    if len(argv) != 2 or argv[0] not in PEERS:
+        print(f"usage: peers.py {{{'|'.join(PEERS)}}} PORT", file=sys.stderr)
+        return 2
+    kind, port = argv[0], int(argv[1])
+    run: Callable[[str, int], None] = (
+        _twisted if kind.startswith("twisted") else _asyncio
+    )
+    try:
+        run(kind, port)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

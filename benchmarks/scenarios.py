@@ -1,0 +1,239 @@
+"""
+What the benchmark runner measures: the scenarios (a load shape and the
+servers that take it) and the targets of issue 6.
+
+The first server of every scenario is the echoplus figure the others are
+compared with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+Results = dict[str, dict[str, dict[str, float]]]
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """
+    One server: a peer from C{peers.py}, or echoplus with arguments.
+
+    @ivar reactor: for echoplus: C{""} (twistd's default, epoll on Linux),
+        a C{twistd --reactor} name, or C{"uvloop"} (the asyncio reactor on
+        uvloop, via C{twistd_uvloop.py}).
+    """
+
+    label: str
+    peer: str = ""
+    arguments: tuple[str, ...] = ()
+    reactor: str = ""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """
+    A load shape and its servers.
+
+    @ivar mode: the load's wire format: C{line}, C{int32}, C{raw} or
+        C{netstring}.
+    @ivar size: bytes per message; for C{line} including the newline.
+    """
+
+    name: str
+    mode: str
+    size: int
+    connections: int
+    pipeline: int
+    servers: tuple[ServerSpec, ...] = field(default_factory=tuple)
+
+    def describe(self) -> str:
+        """One line describing the load."""
+        return (
+            f"{self.mode}, {self.size}-byte messages, {self.connections} connections "
+            f"x {self.pipeline} in flight"
+        )
+
+
+def _echoplus(label: str, framing: str, *extra: str, reactor: str = "") -> ServerSpec:
+    return ServerSpec(label, arguments=("--framing", framing, *extra), reactor=reactor)
+
+
+_LINE = _echoplus("echoplus line", "line")
+_BARE = ServerSpec("twisted bare Protocol", peer="twisted-bare")
+
+SCENARIOS: dict[str, Scenario] = {
+    "quick": Scenario(
+        "quick",
+        "line",
+        64,
+        50,
+        16,
+        (_LINE, ServerSpec("twisted LineReceiver", peer="twisted-line")),
+    ),
+    "line": Scenario(
+        "line",
+        "line",
+        64,
+        50,
+        16,
+        (
+            _LINE,
+            ServerSpec("twisted LineReceiver", peer="twisted-line"),
+            _BARE,
+            ServerSpec("asyncio batched Protocol", peer="asyncio-batched"),
+            ServerSpec("asyncio batched (uvloop)", peer="asyncio-batched-uvloop"),
+            ServerSpec("asyncio streams", peer="asyncio-streams"),
+            ServerSpec("asyncio streams (uvloop)", peer="asyncio-streams-uvloop"),
+        ),
+    ),
+    "int32": Scenario(
+        "int32",
+        "int32",
+        64,
+        50,
+        16,
+        (
+            _echoplus("echoplus int32", "int32"),
+            ServerSpec("twisted Int32StringReceiver", peer="twisted-int32"),
+            _BARE,
+        ),
+    ),
+    "netstring": Scenario(
+        "netstring",
+        "netstring",
+        64,
+        50,
+        16,
+        (
+            _echoplus("echoplus netstring", "netstring"),
+            ServerSpec("twisted NetstringReceiver", peer="twisted-netstring"),
+        ),
+    ),
+    "latency": Scenario("latency", "line", 64, 1, 1, (_LINE, _BARE)),
+    "bulk": Scenario(
+        "bulk", "raw", 65536, 4, 2, (_echoplus("echoplus raw", "raw"), _BARE)
+    ),
+    "chain": Scenario(
+        "chain",
+        "line",
+        64,
+        50,
+        16,
+        (
+            _echoplus("echoplus 3 processors", "line", "--processor", "echo,echo,echo"),
+            _echoplus("echoplus 1 processor", "line", "--processor", "echo"),
+        ),
+    ),
+    "reactor": Scenario(
+        "reactor",
+        "line",
+        64,
+        50,
+        16,
+        (
+            _echoplus("echoplus epoll reactor", "line"),
+            _echoplus("echoplus asyncio+uvloop", "line", reactor="uvloop"),
+            _echoplus("echoplus asyncio (stdlib)", "line", reactor="asyncio"),
+        ),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """
+    One target: a ratio computed from the results, and its bound.
+    """
+
+    name: str
+    value: Callable[[Results], float | None]
+    bound: float
+    at_most: bool = False
+
+
+def _ratio(scenario: str, ours: str, peer: str, key: str = "msgs_per_s") -> Callable:
+    def value(results: Results) -> float | None:
+        rows = results.get(scenario)
+        if not rows or ours not in rows or peer not in rows or not rows[peer][key]:
+            return None
+        return rows[ours][key] / rows[peer][key]
+
+    return value
+
+
+def _chain_cost(results: Results) -> float | None:
+    rows = results.get("chain")
+    if not rows:
+        return None
+    three = rows["echoplus 3 processors"]["msgs_per_s"]
+    one = rows["echoplus 1 processor"]["msgs_per_s"]
+    # Expressed as a ratio, like the others: per-message time of 3 over 1.
+    return one / three if three else None
+
+
+TARGETS: tuple[Target, ...] = (
+    Target(
+        "quick: line vs LineReceiver",
+        _ratio("quick", "echoplus line", "twisted LineReceiver"),
+        2.0,
+    ),
+    Target(
+        "line vs LineReceiver",
+        _ratio("line", "echoplus line", "twisted LineReceiver"),
+        2.0,
+    ),
+    Target(
+        "line vs bare Twisted Protocol",
+        _ratio("line", "echoplus line", "twisted bare Protocol"),
+        1.2,
+    ),
+    Target(
+        "line vs asyncio batched (stdlib)",
+        _ratio("line", "echoplus line", "asyncio batched Protocol"),
+        0.8,
+    ),
+    Target(
+        "line vs asyncio batched (uvloop), reported",
+        _ratio("line", "echoplus line", "asyncio batched (uvloop)"),
+        0.0,
+    ),
+    Target(
+        "int32 vs Int32StringReceiver",
+        _ratio("int32", "echoplus int32", "twisted Int32StringReceiver"),
+        2.0,
+    ),
+    Target(
+        "int32 vs bare Twisted Protocol",
+        _ratio("int32", "echoplus int32", "twisted bare Protocol"),
+        1.2,
+    ),
+    Target(
+        "netstring vs NetstringReceiver",
+        _ratio("netstring", "echoplus netstring", "twisted NetstringReceiver"),
+        2.5,
+    ),
+    Target(
+        "latency p50 vs bare (lower is better)",
+        _ratio("latency", "echoplus line", "twisted bare Protocol", "p50_us"),
+        1.05,
+        True,
+    ),
+    Target(
+        "latency p99 vs bare (lower is better)",
+        _ratio("latency", "echoplus line", "twisted bare Protocol", "p99_us"),
+        1.05,
+        True,
+    ),
+    Target(
+        "bulk raw 64 KiB MB/s vs bare",
+        _ratio("bulk", "echoplus raw", "twisted bare Protocol", "MBps"),
+        0.95,
+    ),
+    Target("3-processor chain time per message vs 1", _chain_cost, 1.15, True),
+    Target(
+        "asyncio+uvloop reactor vs epoll, reported",
+        _ratio("reactor", "echoplus asyncio+uvloop", "echoplus epoll reactor"),
+        0.0,
+    ),
+)
