@@ -11,11 +11,17 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import (
+    Deferred,
+    ensureDeferred,
+    gatherResults,
+    maybeDeferred,
+)
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
 from echoplus.factory import EchoPlusFactory
@@ -32,7 +38,8 @@ class LiveClient(Protocol):
     what it receives in the listener's framing.  Every waiting method
     returns a L{Deferred}, with a timeout on the reactor.
 
-    @ivar closed: fires with the L{Failure} that closed the connection.
+    @ivar closed: fires (with L{None}) once the connection is closed.
+    @ivar reason: the L{Failure} that closed it, once closed.
     """
 
     def __init__(self, codec: FramedProtocol, reactor: Any) -> None:
@@ -42,7 +49,8 @@ class LiveClient(Protocol):
         self._encoder = codec.make_encoder()
         self._frames: deque[bytes] = deque()
         self._waiting: list[tuple[int, Deferred[list[bytes]]]] = []
-        self.closed: Deferred[Failure] = Deferred()
+        self.closed: Deferred[None] = Deferred()
+        self.reason: Failure | None = None
         self.connected_ = False
 
     def connectionMade(self) -> None:
@@ -61,7 +69,8 @@ class LiveClient(Protocol):
             deferred.errback(
                 ConnectionDone(f"closed after {len(got)} of {count} frames: {got!r}")
             )
-        self.closed.callback(reason)
+        self.reason = reason
+        self.closed.callback(None)
 
     def send(self, *payloads: bytes) -> None:
         """
@@ -98,7 +107,7 @@ class LiveClient(Protocol):
         self.send(*payloads)
         return self.receive(len(payloads), timeout)
 
-    def close(self) -> Deferred[Failure]:
+    def close(self) -> Deferred[None]:
         """
         Close the connection; the L{Deferred} fires once it is closed.
         """
@@ -157,16 +166,22 @@ class LiveListener:
         endpoint = clientFromString(self._reactor, self.endpoint)
         return endpoint.connect(Factory.forProtocol(lambda: client))
 
-    def stop(self) -> Deferred[Any]:
+    def stop(self) -> Deferred[None]:
         """
-        Close every client this listener connected and stop listening.
+        Close every client this listener connected, wait (up to 5 seconds)
+        for the server to see every connection closed, and stop listening.
         """
         closing = [client.close() for client in self._clients]
         self._clients = []
-        stopped = self.port.stopListening() or succeed(None)
-        for deferred in closing:
-            stopped.addCallback(lambda _, d=deferred: d)
-        return stopped
+        return ensureDeferred(self._stop(closing))
+
+    async def _stop(self, closing: list[Deferred[None]]) -> None:
+        await gatherResults(closing)
+        for _ in range(500):
+            if not self.factory.connections:
+                break
+            await deferLater(self._reactor, 0.01, lambda: None)
+        await maybeDeferred(self.port.stopListening)
 
 
 def serve(
