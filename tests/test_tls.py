@@ -1,0 +1,310 @@
+"""
+Tests for L{echoplus.tls}: C{ssl:} endpoints with client certificates, a
+minimum TLS version and a handshake timeout.  Certificates are generated
+at test time; no private key is committed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import socket
+import ssl
+import tempfile
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from twisted.internet import task
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from echoplus.tls import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    HandshakeTimeoutFactory,
+    certificate_options,
+    tls_server_endpoint,
+)
+from tests.support import Twistd, receive_lines, receive_until_closed
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _issue(
+    subject: str,
+    issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None,
+    is_ca: bool,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """
+    A certificate for C{subject}, signed by C{issuer} (self-signed if None).
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    issuer_name, issuer_key = issuer or (_name(subject), key)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
+    )
+    if not is_ca:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                ]
+            ),
+            critical=False,
+        )
+    return builder.sign(issuer_key, hashes.SHA256()), key
+
+
+def _write(
+    directory: Path, name: str, certificate: x509.Certificate, key: object
+) -> None:
+    (directory / f"{name}.crt").write_bytes(
+        certificate.public_bytes(serialization.Encoding.PEM)
+    )
+    (directory / f"{name}.key").write_bytes(
+        key.private_bytes(  # type: ignore[attr-defined]
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+
+
+def make_certificates() -> Path:
+    """
+    A temporary directory holding C{ca}, C{server} and C{client} (signed by
+    C{ca}) and C{stranger} (signed by another CA), each as C{.crt}/C{.key}.
+    """
+    directory = Path(tempfile.mkdtemp())
+    ca, ca_key = _issue("echoplus test CA", None, True)
+    other_ca, other_key = _issue("some other CA", None, True)
+    _write(directory, "ca", ca, ca_key)
+    for name, issuer in (
+        ("server", (ca.subject, ca_key)),
+        ("client", (ca.subject, ca_key)),
+        ("stranger", (other_ca.subject, other_key)),
+    ):
+        _write(directory, name, *_issue(name, issuer, False))
+    return directory
+
+
+_CERTS: Path | None = None
+
+
+def certificates() -> Path:
+    """
+    The test certificates, made once per test run.
+    """
+    global _CERTS
+    if _CERTS is None:
+        _CERTS = make_certificates()
+    return _CERTS
+
+
+def _client_context(
+    certs: Path, client: str | None = None, maximum: ssl.TLSVersion | None = None
+) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+    if client is not None:
+        context.load_cert_chain(
+            str(certs / f"{client}.crt"), str(certs / f"{client}.key")
+        )
+    if maximum is not None:
+        context.maximum_version = maximum
+    return context
+
+
+def _listen_args(certs: Path, extra: str = "") -> list[str]:
+    return [
+        "--listen",
+        f"ssl:0:interface=127.0.0.1:privateKey={certs / 'server.key'}"
+        f":certKey={certs / 'server.crt'}{extra}",
+    ]
+
+
+class CertificateOptionsTests(SynchronousTestCase):
+    """
+    Tests for L{certificate_options}.
+    """
+
+    def test_client_certificates_required(self) -> None:
+        """
+        With ca_certs, client certificates are verified and required.
+        """
+        certs = certificates()
+        options = certificate_options(
+            str(certs / "server.key"),
+            str(certs / "server.crt"),
+            ca_certs=str(certs / "ca.crt"),
+        )
+        self.assertTrue(options.verify)
+        self.assertTrue(options.requireCertificate)
+
+    def test_no_client_certificates_by_default(self) -> None:
+        """
+        Without ca_certs, clients are not asked for a certificate.
+        """
+        certs = certificates()
+        options = certificate_options(
+            str(certs / "server.key"), str(certs / "server.crt")
+        )
+        self.assertFalse(options.verify)
+
+    def test_bad_values(self) -> None:
+        """
+        An unknown minimum version, or a CA file without certificates, is a
+        ValueError.
+        """
+        certs = certificates()
+        key, crt = str(certs / "server.key"), str(certs / "server.crt")
+        self.assertRaises(ValueError, certificate_options, key, crt, min_tls="1.0")
+        self.assertRaises(ValueError, certificate_options, key, crt, ca_certs=key)
+
+    def test_endpoint_keys(self) -> None:
+        """
+        tls_server_endpoint refuses unknown keys and bad timeouts, and
+        listens on TCP with TLS around the factory.
+        """
+        certs = certificates()
+        keys = {
+            "privateKey": str(certs / "server.key"),
+            "certKey": str(certs / "server.crt"),
+        }
+        self.assertRaises(
+            ValueError, tls_server_endpoint, None, ["0"], {**keys, "bogus": "1"}
+        )
+        self.assertRaises(
+            ValueError,
+            tls_server_endpoint,
+            None,
+            ["0"],
+            {**keys, "handshakeTimeout": "-1"},
+        )
+        memory = MemoryReactorClock()
+        endpoint = tls_server_endpoint(memory, ["0"], {**keys, "backlog": "9"})
+        endpoint.listen(Factory.forProtocol(Protocol))
+        _, factory, backlog, _ = memory.tcpServers[0]
+        self.assertIsInstance(factory, HandshakeTimeoutFactory)
+        self.assertEqual(backlog, 9)
+        self.assertEqual(factory.handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT)
+
+
+class HandshakeTimeoutTests(SynchronousTestCase):
+    """
+    Tests for the handshake timeout of L{HandshakeTimeoutFactory}.
+    """
+
+    def connect(self, timeout: float) -> tuple[task.Clock, StringTransport]:
+        certs = certificates()
+        clock = task.Clock()
+        options = certificate_options(
+            str(certs / "server.key"), str(certs / "server.crt")
+        )
+        factory = HandshakeTimeoutFactory(
+            options, Factory.forProtocol(Protocol), clock, timeout
+        )
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        return clock, transport
+
+    def test_silent_client_cut_off(self) -> None:
+        """
+        A client that sends nothing is aborted when the timeout expires, not
+        before.
+        """
+        clock, transport = self.connect(3)
+        clock.advance(2.9)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(0.2)
+        self.assertTrue(transport.disconnecting)
+
+    def test_zero_waits_forever(self) -> None:
+        """
+        A timeout of 0 schedules nothing.
+        """
+        clock, transport = self.connect(0)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class TLSIntegrationTests(SynchronousTestCase):
+    """
+    twistd serving ssl: endpoints to Python's ssl module.
+    """
+
+    def start(self, extra: str = "") -> Twistd:
+        server = Twistd(_listen_args(certificates(), extra))
+        self.addCleanup(server.stop)
+        return server
+
+    def tls_connect(self, server: Twistd, context: ssl.SSLContext) -> ssl.SSLSocket:
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        return context.wrap_socket(raw, server_hostname="localhost")
+
+    def test_client_certificate(self) -> None:
+        """
+        With caCerts=, a client with a certificate from that CA is served and
+        clients without one, or with one from another CA, are refused.
+        """
+        certs = certificates()
+        server = self.start(f":caCerts={certs / 'ca.crt'}")
+        with self.tls_connect(server, _client_context(certs, "client")) as sock:
+            sock.sendall(b"trusted\n")
+            self.assertEqual(receive_lines(sock, 1), [b"trusted"])
+        for client in (None, "stranger"):
+            with self.assertRaises((ssl.SSLError, ConnectionError)):
+                with self.tls_connect(server, _client_context(certs, client)) as sock:
+                    # TLS 1.3 reports the refusal on the first read.
+                    sock.sendall(b"let me in\n")
+                    self.assertEqual(receive_until_closed(sock), b"")
+                    raise ConnectionError("closed without a reply")
+
+    def test_minimum_version(self) -> None:
+        """
+        With minTLS=1.3, a TLS 1.2 client fails its handshake.
+        """
+        certs = certificates()
+        server = self.start(":minTLS=1.3")
+        with self.assertRaises((ssl.SSLError, ConnectionError)):
+            self.tls_connect(
+                server, _client_context(certs, maximum=ssl.TLSVersion.TLSv1_2)
+            )
+        with self.tls_connect(server, _client_context(certs)) as sock:
+            self.assertEqual(sock.version(), "TLSv1.3")
+
+    def test_handshake_timeout(self) -> None:
+        """
+        A TLS client gets its lines echoed, while a client that connects
+        and never starts its handshake is cut off after handshakeTimeout=.
+        """
+        server = self.start(":handshakeTimeout=0.5")
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as silent:
+            with self.tls_connect(server, _client_context(certificates())) as sock:
+                sock.sendall(b"secret\nsauce\n")
+                self.assertEqual(receive_lines(sock, 2), [b"secret", b"sauce"])
+            try:
+                self.assertEqual(silent.recv(100), b"")
+            except ConnectionResetError:
+                pass  # aborted: as good as closed
+
+
+def tearDownModule() -> None:
+    if _CERTS is not None:
+        for path in _CERTS.iterdir():
+            os.remove(path)
+        os.rmdir(_CERTS)
