@@ -136,7 +136,10 @@ class ProcessorChain:
         try:
             processor = factory(**options)
         except (TypeError, ValueError) as error:
-            raise ConfigError(f"processor {name!r}: {error}") from None
+            message = str(error)
+            if repr(name) not in message:
+                message = f"processor {name!r}: {message}"
+            raise ConfigError(message) from None
         verify_processor(name, processor)
         return processor  # type: ignore[no-any-return]
 
