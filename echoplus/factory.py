@@ -16,6 +16,7 @@ from twisted.python.failure import Failure
 
 from echoplus.interfaces import IConnectionObserver
 from echoplus.logs import log_connection_closed, log_connection_opened
+from echoplus.policies import ListenerPolicies
 from echoplus.processors.chain import ProcessorChain
 from echoplus.protocols import FramedProtocol, find_framing
 
@@ -38,6 +39,8 @@ class EchoPlusFactory(Factory):
         compare it to pick up a reload.
     @ivar connections: the open connections, by connection id.
     @ivar clock: the reactor (or a C{task.Clock}) that times everything.
+    @ivar policies: the listener's L{ListenerPolicies}: access control,
+        connection limits and the timeout sweep.
     @ivar metrics: the listener's L{ListenerMetrics}, or C{None} when
         metrics are off; set by the service before the listener starts.
     """
@@ -65,6 +68,7 @@ class EchoPlusFactory(Factory):
         self.name = name if name is not None else settings.endpoint
         self.clock = clock
         self.connections: dict[int, FramedProtocol] = {}
+        self.policies = ListenerPolicies(clock, self.connections)
         self.generation = 0
         self.configure(settings, chain)
 
@@ -78,6 +82,7 @@ class EchoPlusFactory(Factory):
         self.protocol = find_framing(settings.framing)
         self.chain = chain if chain is not None else ProcessorChain(settings.processors)
         self.settings = settings
+        self.policies.configure(settings)
         self.generation += 1
 
     def next_connection_id(self) -> int:
@@ -96,6 +101,7 @@ class EchoPlusFactory(Factory):
         Record an open connection and tell the observers in its chain.
         """
         self.connections[protocol.context.id] = protocol
+        self.policies.opened(protocol.context.peer)
         if self.metrics is not None:
             self.metrics.opened()
         log_connection_opened(self._log, protocol.context)
@@ -108,6 +114,7 @@ class EchoPlusFactory(Factory):
         """
         if self.connections.pop(protocol.context.id, None) is None:
             return
+        self.policies.closed(protocol.context.peer)
         if self.metrics is not None:
             self.metrics.closed()
         log_connection_closed(

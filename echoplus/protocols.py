@@ -48,6 +48,7 @@ from echoplus.framing import (
     RawDecoder,
     RawEncoder,
 )
+from echoplus.policies import ConnectionPolicies
 from echoplus.transports import choose_writer
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ CLOSE_GRACE = 5.0
 
 
 @implementer(IHalfCloseableProtocol, IPushProducer)
-class FramedProtocol(Protocol):
+class FramedProtocol(ConnectionPolicies, Protocol):
     """
     The base of every wire format: framing, ordered dispatch, error frames,
     half-close, and flow control.
@@ -131,6 +132,11 @@ class FramedProtocol(Protocol):
 
     def connectionMade(self) -> None:
         factory = self.factory
+        if factory.policies.refuses(self.transport.getPeer()):
+            # --allow/--deny: closed without a byte; nothing else set up.
+            self._refused = self._closing = True
+            self.transport.abortConnection()
+            return
         self._closing = False
         self._input_done = False
         self._fatal: EchoPlusError | None = None
@@ -153,6 +159,11 @@ class FramedProtocol(Protocol):
         # Chosen once per connection: a direct socket send on plain TCP/UNIX
         # transports (twisted/twisted#5303), transport.write elsewhere.
         self._send = choose_writer(self.transport, self)
+        self._init_policies()
+        refusal = factory.policies.admission(self.context.peer)
+        if refusal is not None:  # --max-connections, --max-per-peer
+            self.fail(refusal)
+            return
         factory.connection_opened(self)
 
     def _configure(self) -> None:
@@ -212,6 +223,7 @@ class FramedProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
             return
+        self._active = True  # for the idle timeout's sweep
         if self._generation != self.factory.generation:
             self._reconfigure()
         frames = self._decoder.feed(data)
@@ -221,6 +233,7 @@ class FramedProtocol(Protocol):
             metrics.received(len(frames), len(data))
         if frames:
             self._frames_in += len(frames)
+            self._progressed = True  # for the frame timeout's sweep
             error: EchoPlusError | None = None
             if self._decodes_frames:
                 frames, error = self._decode_frames(frames)
@@ -237,6 +250,8 @@ class FramedProtocol(Protocol):
                 self._write_payloads(out)
             if self._dispatcher.pending >= self.settings.max_inflight:
                 self._pause("inflight")
+            if self._rate is not None:
+                self._take_tokens(len(frames))
             if error is not None:
                 self.fail(error)
         if self._decoder.error is not None:
@@ -281,7 +296,10 @@ class FramedProtocol(Protocol):
             self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._refused:
+            return
         self._closing = True
+        self._stop_policies()
         self._dispatcher.close()
         if self._abort_call is not None and self._abort_call.active():
             self._abort_call.cancel()
@@ -364,6 +382,9 @@ class FramedProtocol(Protocol):
         Write C{data}, C{count} frames already encoded: every write passes
         here.
         """
+        if self._write_paused and not self._within_budget(len(data)):
+            return  # past --max-write-buffer: closing, output dropped
+        self._sending = len(data)
         self._frames_out += count
         self._bytes_out += len(data)
         if self._metrics is not None:
@@ -448,6 +469,9 @@ class FramedProtocol(Protocol):
             return
         self._closing = True
         transport = self.transport
+        # A registered producer that the transport has paused keeps it from
+        # ever closing (see FileDescriptor.loseConnection): unregister first.
+        transport.unregisterProducer()
         if self._input_done or not hasattr(transport, "loseWriteConnection"):
             transport.loseConnection()
         else:
@@ -505,9 +529,11 @@ class FramedProtocol(Protocol):
     # IPushProducer: the transport tells us when its write buffer is full.
 
     def pauseProducing(self) -> None:
+        self._write_paused_by_transport()
         self._pause("write")
 
     def resumeProducing(self) -> None:
+        self._write_drained()
         self._resume("write")
 
     def stopProducing(self) -> None:
