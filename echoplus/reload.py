@@ -132,7 +132,7 @@ def apply_reload(service: EchoPlusService, new: Settings) -> ReloadPlan:
             child.stopService()
         raise
     for child in started:
-        child.setServiceParent(service)
+        service.add_listener(child)
     for _, new_listener in plan.changed:
         factory = service.factories[new_listener.endpoint]
         factory.configure(
