@@ -133,6 +133,10 @@ class HeaderReader:
 
 
 def _v1_address(line: bytes) -> IAddress | None:
+    if line == b"PROXY UNKNOWN" or line.startswith(b"PROXY UNKNOWN "):
+        # The rest of an UNKNOWN line is optional and to be ignored; Twisted's
+        # parser refuses the short form.
+        return None
     try:
         info = V1Parser.parse(line)
     except (InvalidProxyHeader, ValueError, UnicodeDecodeError):
@@ -163,7 +167,8 @@ def _checked(source: IAddress | None) -> IAddress | None:
     expected = 4 if isinstance(source, IPv4Address) else 6
     if ip.version != expected or not 0 <= source.port <= 65535:
         raise BadProxyHeader("bad address or port")
-    return source
+    # The usual text form (2001:db8::7, not 2001:db8:0:0:0:0:0:7).
+    return type(source)("TCP", str(ip), source.port)
 
 
 @implementer(IHalfCloseableProtocol)
