@@ -39,6 +39,7 @@ from echoplus.errors import BadFrame, FrameTooLong, FramingError
 
 __all__ = [
     "DEFAULT_MAX_FRAME",
+    "BufferedDecoder",
     "Decoder",
     "Encoder",
     "IntPrefixDecoder",
@@ -90,15 +91,17 @@ class Encoder(Protocol):
         """
 
 
-class _BufferedDecoder:
+class BufferedDecoder:
     """
-    The buffering shared by the decoders that parse with offsets.
+    The buffering shared by the decoders that parse with offsets, and the
+    base for your own (see docs/wire-formats.md).
 
-    Subclasses implement C{_parse(data, frames) -> offset}: parse complete
-    frames out of C{data} from offset 0, append them to C{frames}, set
-    C{self._need} to the total length the frame starting at the returned
-    offset needs (when known), and return that offset.  On a malformed
-    stream they set C{self.error} and return C{len(data)}.
+    Subclasses implement L{parse}; this class holds incomplete input in one
+    buffer and calls C{parse} again only once C{need} bytes are held.
+
+    @ivar need: how many bytes the frame at the start of the held input
+        needs in total, as C{parse} last said (1 means: parse again on any
+        new byte).
     """
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
@@ -107,7 +110,7 @@ class _BufferedDecoder:
         self.max_frame = max_frame
         self.error: FramingError | None = None
         self._held = bytearray()
-        self._need = 1
+        self.need = 1
 
     @property
     def buffered(self) -> int:
@@ -125,21 +128,33 @@ class _BufferedDecoder:
         held = self._held
         if held:
             held += data
-            if len(held) < self._need:
+            if len(held) < self.need:
                 return []
             data = bytes(held)
             held.clear()
         frames: list[bytes] = []
-        offset = self._parse(data, frames)
+        offset = self.parse(data, frames)
         if offset < len(data) and self.error is None:
             held += memoryview(data)[offset:]
         return frames
 
-    def _parse(self, data: bytes, frames: list[bytes]) -> int:
+    def parse(self, data: bytes, frames: list[bytes]) -> int:
+        """
+        Parse complete frames out of C{data} from offset 0, append them to
+        C{frames}, set C{self.need} to the total length the frame starting
+        at the returned offset needs (when known), and return that offset:
+        the bytes from it on are held for the next call.  On a malformed
+        stream set C{self.error} (a L{FramingError}) and return
+        C{len(data)}.
+        """
         raise NotImplementedError()
 
 
-class IntPrefixDecoder(_BufferedDecoder):
+#: The former private name of L{BufferedDecoder}.
+_BufferedDecoder = BufferedDecoder
+
+
+class IntPrefixDecoder(BufferedDecoder):
     """
     Frames preceded by their length as a big-endian unsigned integer of
     C{size} bytes (1, 2 or 4: the C{int8}, C{int16} and C{int32} framings).
@@ -153,9 +168,9 @@ class IntPrefixDecoder(_BufferedDecoder):
             raise ValueError(f"prefix size must be 1, 2 or 4 bytes, not {size}")
         self.size = size
         self._unpack_from = struct.Struct(self._formats[size]).unpack_from
-        self._need = size
+        self.need = size
 
-    def _parse(self, data: bytes, frames: list[bytes]) -> int:
+    def parse(self, data: bytes, frames: list[bytes]) -> int:
         size = self.size
         unpack_from = self._unpack_from
         max_frame = self.max_frame
@@ -170,15 +185,15 @@ class IntPrefixDecoder(_BufferedDecoder):
                 return end_of_data
             end = offset + size + length
             if end > end_of_data:
-                self._need = end - offset
+                self.need = end - offset
                 return offset
             frames.append(data[offset + size : end])
             offset = end
-        self._need = size
+        self.need = size
         return offset
 
 
-class NetstringDecoder(_BufferedDecoder):
+class NetstringDecoder(BufferedDecoder):
     """
     Strict netstrings, C{<length>:<payload>,}: the length is ASCII digits
     only, with no leading zeros except C{0:} itself, and the trailing comma
@@ -193,7 +208,7 @@ class NetstringDecoder(_BufferedDecoder):
         self.max_frame = max_frame
         self._max_digits = len(str(max_frame))
 
-    def _parse(self, data: bytes, frames: list[bytes]) -> int:
+    def parse(self, data: bytes, frames: list[bytes]) -> int:
         max_frame = self.max_frame
         max_digits = self._max_digits
         end_of_data = len(data)
@@ -203,7 +218,7 @@ class NetstringDecoder(_BufferedDecoder):
             if colon < 0:
                 self._check_length_digits(data[offset : offset + max_digits + 1])
                 if self.error is None:
-                    self._need = end_of_data - offset + 1
+                    self.need = end_of_data - offset + 1
                     return offset
                 return end_of_data
             digits = data[offset:colon]
@@ -221,14 +236,14 @@ class NetstringDecoder(_BufferedDecoder):
                 return end_of_data
             end = colon + 1 + length
             if end >= end_of_data:
-                self._need = end + 1 - offset
+                self.need = end + 1 - offset
                 return offset
             if data[end] != 0x2C:  # b","
                 self.error = BadFrame("netstring is missing its trailing comma")
                 return end_of_data
             frames.append(data[colon + 1 : end])
             offset = end + 1
-        self._need = 1
+        self.need = 1
         return offset
 
     def _check_length_digits(self, digits: bytes) -> None:
