@@ -201,9 +201,11 @@ def unescape(text: str) -> bytes:
     (C{\\r\\n}, C{\\0}, C{\\xHH}) resolved.
     """
     try:
-        return text.encode("latin-1", "backslashreplace").decode(
-            "unicode_escape"
-        ).encode("latin-1")
+        return (
+            text.encode("latin-1", "backslashreplace")
+            .decode("unicode_escape")
+            .encode("latin-1")
+        )
     except (UnicodeError, ValueError):
         raise ValueError(f"bad delimiter {text!r}") from None
 

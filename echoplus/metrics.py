@@ -152,9 +152,7 @@ class ListenerMetrics:
         self._bytes_in: _Increment = metrics.bytes_received.labels(
             listener=listener
         ).inc
-        self._frames_out: _Increment = metrics.frames_sent.labels(
-            listener=listener
-        ).inc
+        self._frames_out: _Increment = metrics.frames_sent.labels(listener=listener).inc
         self._bytes_out: _Increment = metrics.bytes_sent.labels(listener=listener).inc
         self.observe: Callable[[float], None] = metrics.processing.labels(
             listener=listener

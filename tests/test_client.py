@@ -83,9 +83,7 @@ class SendTests(SynchronousTestCase):
         server = self.server("--listen", LISTEN, "--processor", "upper")
         endpoint = f"tcp:127.0.0.1:{server.port}"
         result = run_send([endpoint, "hello", "big world"])
-        self.assertEqual(
-            (result.returncode, result.stdout), (0, b"HELLO\nBIG WORLD\n")
-        )
+        self.assertEqual((result.returncode, result.stdout), (0, b"HELLO\nBIG WORLD\n"))
         result = run_send([endpoint], stdin=b"a\nb\r\nc\n")
         self.assertEqual((result.returncode, result.stdout), (0, b"A\nB\nC\n"))
 
