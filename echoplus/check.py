@@ -14,7 +14,13 @@ from echoplus.config import ListenerSettings, Resolved, Settings, resolve
 from echoplus.errors import ConfigError
 from echoplus.processors.chain import ProcessorEntry
 
-__all__ = ["add_check_command", "describe", "format_value", "run_check"]
+__all__ = [
+    "add_check_command",
+    "describe",
+    "format_value",
+    "options_table",
+    "run_check",
+]
 
 
 def format_value(value: Any) -> str:
@@ -108,3 +114,25 @@ def _run(arguments: Any) -> int:
     import sys
 
     return run_check(arguments.config, os.environ, sys.stdout, sys.stderr)
+
+
+def options_table() -> str:
+    """
+    The Markdown table of every option (key, flag, environment variable,
+    scope, meaning) for docs/configuration.md, generated from
+    L{echoplus.config.OPTIONS}.
+    """
+    from echoplus.config import OPTIONS
+
+    rows = [
+        "| key | flag | environment | scope | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for spec in OPTIONS:
+        scope = "listener" if spec.per_listener else "service"
+        meaning = spec.help.replace("|", "\\|")
+        rows.append(
+            f"| `{spec.key}` | `--{spec.option_name} {spec.metavar}` | "
+            f"`{spec.environment_variable}` | {scope} | {meaning} |"
+        )
+    return "\n".join(rows)

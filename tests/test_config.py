@@ -338,7 +338,6 @@ class PrecedenceTests(ConfigFileCase):
         self.assertEqual(resolved.service_sources["config"], "ECHOPLUS_CONFIG")
 
 
-
 class EnvironmentTests(SynchronousTestCase):
     def test_lists_take_commas(self) -> None:
         """
@@ -620,3 +619,122 @@ class ValidationTests(ConfigFileCase):
             environ={"ECHOPLUS_MAX_FRAME": "0"},
         )
         self.assertEqual(len(errors), 1)
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLE = os.path.join(REPO, "echoplus.example.toml")
+
+
+class CheckTests(ConfigFileCase):
+    """
+    C{echoplus check FILE}.
+    """
+
+    def check(
+        self, text: str, environ: Mapping[str, str] | None = None
+    ) -> tuple[int, str, str]:
+        import io
+
+        from echoplus.check import run_check
+
+        self.path = self.write(text)
+        out, err = io.StringIO(), io.StringIO()
+        status = run_check(self.path, environ or {}, out, err)
+        return status, out.getvalue(), err.getvalue()
+
+    def test_valid_prints_values_and_sources(self) -> None:
+        """
+        A valid file exits 0 and prints every listener's values with their
+        sources.
+        """
+        status, out, err = self.check(
+            'processors = ["upper"]\n'
+            f'[[listen]]\nendpoint = "{TCP}"\n'
+            '[[listen]]\nendpoint = "unix:/tmp/g.sock"\nframing = "int32"\n',
+            {"ECHOPLUS_MAX_FRAME": "99"},
+        )
+        self.assertEqual((status, err), (0, ""))
+        lines = out.splitlines()
+        self.assertEqual(lines[0], f"{self.path}: valid")
+        self.assertIn(f"listener 1: {TCP}", lines)
+        self.assertIn("listener 2: unix:/tmp/g.sock", lines)
+        rows = [line.split() for line in lines]
+        self.assertIn(["processors", "upper", f"{self.path}:1"], rows)
+        self.assertIn(["framing", "int32", f"{self.path}:6,", "[[listen]]", "#2"], rows)
+        self.assertIn(["max_frame", "99", "ECHOPLUS_MAX_FRAME"], rows)
+        self.assertIn(["idle_timeout", "300", "default"], rows)
+
+    def test_invalid_exits_1(self) -> None:
+        """
+        An invalid file exits 1 with one error line per fault and prints no
+        configuration.
+        """
+        status, out, err = self.check("max_frmae = 1\nframing = 'x'\n")
+        self.assertEqual((status, out), (1, ""))
+        self.assertEqual(
+            err.splitlines()[:2],
+            [
+                f"echoplus: error: max_frmae (from {self.path}:1): unknown key "
+                "(did you mean 'max_frame'?)",
+                f"echoplus: error: framing (from {self.path}:2): unknown framing "
+                "'x' (known framings: line, netstring, int8, int16, int32, raw, "
+                "or module:Class)",
+            ],
+        )
+
+    def test_environment_is_honoured(self) -> None:
+        """
+        A bad environment value fails the check as it would fail twistd.
+        """
+        status, _, err = self.check("", {"ECHOPLUS_WORKERS": "0"})
+        self.assertEqual(status, 1)
+        self.assertIn("workers (from ECHOPLUS_WORKERS)", err)
+
+    def test_example_file_checks(self) -> None:
+        """
+        C{echoplus check echoplus.example.toml} exits 0.
+        """
+        import subprocess
+        import sys
+
+        from tests.support import twistd_environment
+
+        result = subprocess.run(
+            [sys.executable, "-m", "echoplus", "check", EXAMPLE],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=twistd_environment(),
+            cwd=REPO,
+        )
+        self.assertEqual((result.returncode, result.stderr), (0, ""))
+        self.assertIn("listener 2: unix:/tmp/echoplus.sock", result.stdout)
+
+    def test_example_documents_every_key(self) -> None:
+        """
+        The example file sets or mentions every option key.
+        """
+        with open(EXAMPLE, encoding="utf-8") as stream:
+            text = stream.read()
+        missing = [spec.key for spec in OPTIONS if spec.key not in text]
+        self.assertEqual(missing, [])
+
+    def test_docs_name_every_option(self) -> None:
+        """
+        docs/configuration.md names every option's key, flag and variable.
+        """
+        with open(
+            os.path.join(REPO, "docs", "configuration.md"), encoding="utf-8"
+        ) as f:
+            text = f.read()
+        missing = [
+            name
+            for spec in OPTIONS
+            for name in (
+                f"`{spec.key}`",
+                f"--{spec.option_name}",
+                spec.environment_variable,
+            )
+            if name not in text
+        ]
+        self.assertEqual(missing, [])
