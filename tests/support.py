@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
@@ -61,7 +61,12 @@ class Twistd:
         cwd: str | None = None,
         twistd_options: Sequence[str] = (),
         timeout: float = 20.0,
+        preexec_fn: Callable[[], object] | None = None,
     ) -> None:
+        """
+        @param preexec_fn: run in the child before twistd starts (e.g. to
+            lower its resource limits).
+        """
         self.output: list[str] = []
         self.addresses: list[object] = []
         self._lines: queue.Queue[str | None] = queue.Queue()
@@ -72,6 +77,7 @@ class Twistd:
             env=twistd_environment(env),
             cwd=cwd or str(REPO),
             text=True,
+            preexec_fn=preexec_fn,
         )
         threading.Thread(target=self._read, daemon=True).start()
         if listeners:
