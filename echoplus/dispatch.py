@@ -104,10 +104,40 @@ class OrderedDispatcher:
         """
         slots = self._slots
         run = self._run
+        processes = self._processes
+        count = len(processes)
+        context = self._context
+        append = out.append
         self._out = out
         try:
             for message in messages:
-                result = run(0, message)
+                if slots:
+                    result = run(0, message)
+                else:
+                    # The fast path, while nothing is pending: the chain is
+                    # run inline and a bytes reply goes straight into the
+                    # batch, with no call to _run and no list per message.
+                    # Anything else is handled exactly as _run would.
+                    index = 0
+                    while index < count:
+                        try:
+                            reply = processes[index](message, context)
+                        except RequestError as error:
+                            self._report("bad-request")
+                            result = [error.payload()]
+                            break
+                        except Exception:
+                            result = [self._failed(index, Failure())]
+                            break
+                        index += 1
+                        if type(reply) is bytes:
+                            message = reply
+                        else:
+                            result = [] if reply is None else self._handle(index, reply)
+                            break
+                    else:
+                        append(message)
+                        continue
                 if type(result) is list:
                     if slots:
                         slot = _Slot(None)
