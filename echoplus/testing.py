@@ -156,8 +156,10 @@ def listener_settings(
 
 class _HarnessClock(Clock):
     """
-    A L{Clock} that lets the harness settle (deliver closes and queued
-    input) after every advance, as a reactor turn would.
+    A L{Clock} whose C{advance} runs every timed call at its own due time,
+    in order, as a reactor would (C{task.Clock} runs them all at the end
+    time), and lets the harness settle (deliver closes and queued input)
+    after each, as a reactor turn would.
     """
 
     def __init__(self, settle: Callable[[], None]) -> None:
@@ -165,7 +167,18 @@ class _HarnessClock(Clock):
         self._settle = settle
 
     def advance(self, amount: float) -> None:
-        super().advance(amount)
+        target = self.seconds() + amount
+        for _ in range(100_000):
+            due = [
+                call.getTime()
+                for call in self.getDelayedCalls()
+                if call.active() and call.getTime() <= target
+            ]
+            if not due:
+                break
+            super().advance(max(min(due) - self.seconds(), 0))
+            self._settle()
+        super().advance(max(target - self.seconds(), 0))
         self._settle()
 
 

@@ -274,6 +274,19 @@ class FrameHarnessTests(SynchronousTestCase):
         harness.clock.advance(0.1)
         self.assertEqual(harness.replies(), [b"later"])
 
+    def test_clock_runs_calls_at_their_time(self) -> None:
+        """
+        One large advance runs each timed call at its own due time, so a
+        periodic sweep closes an idle connection as soon as it is due.
+        """
+        harness = FrameHarness("line", "echo", idle_timeout=10)
+        harness.send(b"a")
+        harness.clock.advance(9)
+        self.assertFalse(harness.disconnected)
+        harness.clock.advance(4)
+        self.assertEqual(harness.replies(), [b"a", b"ERROR timeout: idle for 10 s"])
+        self.assertTrue(harness.disconnected)
+
     def test_processor_timeout(self) -> None:
         """
         processor_timeout= applies: a reply later than it is ERROR timeout.
