@@ -40,18 +40,19 @@ class IProcessor(Interface):
 class IProcessorFactory(Interface):
     """
     Makes processors; what a processor name, dotted path or plugin refers to.
+
+    Two more attributes are optional, so that they are not required by
+    C{verifyObject} (L{echoplus.processors.ProcessorFactory} has both):
+
+      - C{options}: a mapping of option name to a one-line description,
+        shown by C{echoplus processors} (default: none listed);
+      - C{per_connection}: true when every connection needs its own
+        processor instance (per-connection state); false (the default) for
+        one instance per listener, shared by its connections.
     """
 
     name = Attribute("The processor's name, as given to --processor (str).")
     description = Attribute("One line describing what the processor does (str).")
-    options = Attribute(
-        "A mapping of option name to a one-line description of the option "
-        "(may be empty)."
-    )
-    per_connection = Attribute(
-        "True when every connection needs its own processor instance "
-        "(per-connection state); False for one instance per listener."
-    )
 
     def __call__(**options):  # type: ignore[no-untyped-def]
         """

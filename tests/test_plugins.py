@@ -49,13 +49,32 @@ from echoplus.interfaces import IProcessorFactory
 @implementer(IPlugin, IProcessorFactory)
 class Incomplete:
     name = "{name}"
-    # no description, options or per_connection
+    # no description
 
     def __call__(self, **options):
         raise AssertionError("never called")
 
 
 {name} = Incomplete()
+"""
+
+MINIMAL_PLUGIN = """
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+from echoplus.interfaces import IProcessorFactory
+from echoplus.processors import Transform
+
+
+@implementer(IPlugin, IProcessorFactory)
+class Minimal:
+    name = "{name}"
+    description = "only what the contract requires"
+
+    def __call__(self, **options):
+        return Transform(bytes.swapcase)
+
+
+{name} = Minimal()
 """
 
 SHADOWING_PLUGIN = """
@@ -135,6 +154,19 @@ class DiscoveryTests(PluginTestCase):
         message = str(raised.exception)
         self.assertIn(repr(name), message)
         self.assertIn("IProcessorFactory", message)
+
+    def test_minimal_plugin(self) -> None:
+        """
+        A plugin with only C{name}, C{description} and C{__call__} is valid:
+        listed without options and shared per listener.
+        """
+        name, _ = self.make_plugin(MINIMAL_PLUGIN)
+        chain = ProcessorChain(parse_chain(name))
+        [(_, first)] = chain.for_connection()
+        [(_, second)] = chain.for_connection()
+        self.assertIs(first, second)
+        self.assertEqual(first.process(b"aB", CONTEXT), b"Ab")
+        self.assertIn(name, all_factories())
 
     def test_plugin_cannot_shadow_builtin(self) -> None:
         """
