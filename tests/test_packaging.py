@@ -38,8 +38,10 @@ _IGNORED = shutil.ignore_patterns(
     "benchmarks",
 )
 
+# The README's command, word for word.
 _REGENERATE = (
-    "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
+    "import echoplus.plugins; from twisted.plugin import IPlugin, getPlugins; "
+    "list(getPlugins(IPlugin)); list(getPlugins(IPlugin, echoplus.plugins))"
 )
 _UNABLE = "Unable to write to plugin cache"
 
@@ -251,3 +253,10 @@ class PluginCacheTests(SynchronousTestCase):
         output = serve_briefly(site)
         self.assertNotIn(_UNABLE, output)
         self.assertEqual((cache.stat().st_mtime_ns, cache.read_bytes()), before)
+
+    def test_readme_documents_regeneration(self) -> None:
+        """
+        The README gives the very cache-regeneration command tested here.
+        """
+        readme = (REPO / "README.md").read_text(encoding="utf-8")
+        self.assertIn(f'python -c "{_REGENERATE}"', readme)
