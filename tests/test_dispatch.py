@@ -295,6 +295,54 @@ class TimeoutTests(SynchronousTestCase):
         self.assertTrue(recorder.delivered[0].startswith(b"ERROR timeout: "))
         self.assertEqual(sorted(controlled.cancelled), [b"m.fa", b"m.fb"])
 
+    @settings(max_examples=100, deadline=None)
+    @given(
+        outcomes=st.lists(
+            st.sampled_from(["sync", "fire", "hang", "fail"]), min_size=1, max_size=15
+        ),
+        data=st.data(),
+    )
+    def test_timeouts_keep_order(self, outcomes: list[str], data: Any) -> None:
+        """
+        Whatever mix of immediate, late, failing and never-answered requests,
+        fired in any order, each request answers once, in its own slot:
+        its reply, C{ERROR processor-failed} or C{ERROR timeout}.
+        """
+        plan = {
+            b"%d" % i: "sync" if o == "sync" else "deferred"
+            for i, o in enumerate(outcomes)
+        }
+        waiting: list[Any] = []
+        dispatcher, recorder, clock = make_dispatcher(
+            [("p", Planned(b"p", plan, waiting))], timeout=5
+        )
+        out: list[bytes] = []
+        dispatcher.dispatch([b"%d" % i for i in range(len(outcomes))], out)
+        by_reply = {reply: deferred for deferred, reply in waiting}
+        late = [i for i, o in enumerate(outcomes) if o in ("fire", "fail")]
+        order = data.draw(st.permutations(late), label="order")
+        clock.advance(data.draw(st.floats(0, 4.9), label="before"))
+        for i in order:
+            deferred = by_reply[b"%d.p" % i]
+            if outcomes[i] == "fire":
+                deferred.callback(b"%d.p" % i)
+            else:
+                deferred.errback(ValueError(SECRET))
+        clock.advance(5)
+        expected = {
+            "sync": lambda i: b"%d.p" % i,
+            "fire": lambda i: b"%d.p" % i,
+            "fail": lambda i: b"ERROR processor-failed: p",
+            "hang": lambda i: b"ERROR timeout: no reply within 5 seconds",
+        }
+        self.assertEqual(
+            out + recorder.delivered,
+            [expected[o](i) for i, o in enumerate(outcomes)],
+        )
+        self.assertEqual(dispatcher.pending, 0)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.flushLoggedErrors(ValueError)
+
     def test_zero_timeout_waits_forever(self) -> None:
         """
         With a timeout of 0 no timer is set and a late reply still arrives.
