@@ -158,3 +158,18 @@ class NotAProcessor:
     """
     Makes objects without a C{process} method: loading it must fail.
     """
+
+
+@implementer(IProcessorFactory)
+class _IncompleteFactory:
+    """
+    Claims IProcessorFactory but has no description: fails verifyObject.
+    """
+
+    name = "incomplete"
+
+    def __call__(self, **options: Any) -> IProcessor:
+        return _Twice()
+
+
+incomplete_factory = _IncompleteFactory()

@@ -159,6 +159,17 @@ class FindFactoryTests(SynchronousTestCase):
 
         self.assertIs(find_factory("tests.sample_processors:twice"), twice)
 
+    def test_dotted_invalid_factory(self) -> None:
+        """
+        A dotted path to an L{IProcessorFactory} provider that fails
+        C{verifyObject} is a L{ConfigError} naming the path.
+        """
+        path = "tests.sample_processors:incomplete_factory"
+        with self.assertRaises(ConfigError) as raised:
+            find_factory(path)
+        self.assertIn(repr(path), str(raised.exception))
+        self.assertIn("description", str(raised.exception))
+
     def test_dotted_errors(self) -> None:
         """
         Missing modules or attributes, and objects that make no
