@@ -330,4 +330,9 @@ def proxy_endpoint(
         raise ValueError(
             f"headerTimeout must be a number of seconds >= 0, not {timeout}"
         )
+    with_outer = getattr(wrapped, "with_outer", None)
+    if with_outer is not None:
+        # ssl: the header comes first, in clear, then the TLS handshake (as
+        # proxies send it); Twisted's haproxy:ssl: expects it inside TLS.
+        return with_outer(lambda factory: ProxyHeaderFactory(factory, clock, seconds))
     return _ProxyHeaderEndpoint(clock, wrapped, seconds)

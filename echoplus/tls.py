@@ -21,7 +21,7 @@ C{ssl:} endpoints itself, from the same keys:
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.interfaces import IStreamServerEndpoint
@@ -195,18 +195,28 @@ class _TLSServerEndpoint:
         tcp: IStreamServerEndpoint,
         options: CertificateOptions,
         handshake_timeout: float,
+        outer: Callable[[Any], Any] | None = None,
     ) -> None:
         self._clock = clock
         self._tcp = tcp
         self._options = options
         self._handshake_timeout = handshake_timeout
+        self._outer = outer
+
+    def with_outer(self, outer: Callable[[Any], Any]) -> _TLSServerEndpoint:
+        """
+        This endpoint with C{outer(factory)} wrapped around its TLS factory,
+        for what comes before the handshake, in clear (a PROXY header).
+        """
+        return _TLSServerEndpoint(
+            self._clock, self._tcp, self._options, self._handshake_timeout, outer
+        )
 
     def listen(self, factory: Any) -> Any:
-        return self._tcp.listen(
-            HandshakeTimeoutFactory(
-                self._options, factory, self._clock, self._handshake_timeout
-            )
+        tls = HandshakeTimeoutFactory(
+            self._options, factory, self._clock, self._handshake_timeout
         )
+        return self._tcp.listen(tls if self._outer is None else self._outer(tls))
 
 
 def tls_server_endpoint(

@@ -12,6 +12,7 @@ import os
 import socket
 import ssl
 import tempfile
+import time
 from pathlib import Path
 
 from cryptography import x509
@@ -23,6 +24,8 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
+from echoplus.endpoints import server_from_string
+from echoplus.proxy import ProxyHeaderFactory
 from echoplus.tls import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     HandshakeTimeoutFactory,
@@ -202,6 +205,56 @@ class CertificateOptionsTests(SynchronousTestCase):
         self.assertIsInstance(factory, HandshakeTimeoutFactory)
         self.assertEqual(backlog, 9)
         self.assertEqual(factory.handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT)
+
+
+class ProxyOverTLSTests(SynchronousTestCase):
+    """
+    C{haproxy:ssl:} endpoints: the PROXY header comes before TLS, in clear.
+    """
+
+    def test_factory_order(self) -> None:
+        """
+        The PROXY factory is outermost, the TLS factory inside it.
+        """
+        certs = certificates()
+        memory = MemoryReactorClock()
+        endpoint = server_from_string(
+            memory,
+            f"haproxy:headerTimeout=3:ssl:0:privateKey={certs / 'server.key'}"
+            f":certKey={certs / 'server.crt'}",
+        )
+        endpoint.listen(Factory.forProtocol(Protocol))
+        _, factory, backlog, _ = memory.tcpServers[0]
+        self.assertIsInstance(factory, ProxyHeaderFactory)
+        self.assertEqual((factory.timeout, backlog), (3.0, 1024))
+        self.assertIsInstance(factory.wrappedFactory, HandshakeTimeoutFactory)
+
+    def test_real_client_over_tls(self) -> None:
+        """
+        twistd on haproxy:ssl: reads a split v1 header in clear, then
+        serves TLS, and processors see the address from the header.
+        """
+        certs = certificates()
+        server = Twistd(
+            [
+                "--listen",
+                f"haproxy:ssl:0:interface=127.0.0.1:privateKey={certs / 'server.key'}"
+                f":certKey={certs / 'server.crt'}",
+                "--processor",
+                "tests.test_proxy:Peer",
+            ]
+        )
+        self.addCleanup(server.stop)
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        header = b"PROXY TCP4 203.0.113.7 192.0.2.1 4321 443\r\n"
+        raw.sendall(header[:4])
+        time.sleep(0.05)
+        raw.sendall(header[4:])
+        context = _client_context(certs)
+        with context.wrap_socket(raw, server_hostname="localhost") as sock:
+            sock.sendall(b"who am I\n")
+            self.assertEqual(receive_lines(sock, 1), [b"203.0.113.7 4321"])
 
 
 class HandshakeTimeoutTests(SynchronousTestCase):
