@@ -5,6 +5,8 @@ clients, including the messages a test gets when it uses them wrongly.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -453,3 +455,31 @@ class _BadObserver:
 
     def process(self, message: bytes, context: object) -> bytes:
         return message
+
+
+class GuideTests(SynchronousTestCase):
+    """
+    docs/testing.md shows code that works.
+    """
+
+    def test_guide_shows_the_tested_example(self) -> None:
+        """
+        The guide's complete example is tests/test_user_example.py verbatim.
+        """
+        root = Path(__file__).resolve().parent.parent
+        guide = (root / "docs" / "testing.md").read_text()
+        example = (root / "tests" / "test_user_example.py").read_text()
+        self.assertIn("```python\n" + example + "```", guide)
+
+    def test_guide_several_clients_snippet(self) -> None:
+        """
+        The guide's pub/sub snippet holds as written.
+        """
+        harness = FrameHarness("line", "pubsub")
+        alice, bob = harness.client(), harness.client()
+        alice.send(b"SUB news")
+        harness.send(b"PUB news hi")
+        self.assertEqual(harness.replies(), [b"OK PUB 1"])
+        self.assertEqual(alice.replies(), [b"OK SUB news", b"MSG news hi"])
+        self.assertEqual(alice.pushes(), [b"MSG news hi"])
+        self.assertEqual(bob.replies(), [])
