@@ -331,6 +331,55 @@ class AccessTests(SynchronousTestCase):
         assert_serves(self, allowing)
 
 
+class ProxiedClientTests(SynchronousTestCase):
+    """
+    Behind C{haproxy:}, the limits and access control see the client in
+    the PROXY header, not the proxy.
+    """
+
+    def test_real_client_address_counts(self) -> None:
+        """
+        --deny and --max-per-peer apply to the PROXY header's source
+        address: a denied source is closed without a byte, one source's
+        second connection is refused, another source is served.
+        """
+        server = Twistd(
+            [
+                "--listen",
+                "haproxy:tcp:0:interface=127.0.0.1",
+                "--deny",
+                "203.0.113.0/24",
+                "--max-per-peer",
+                "1",
+            ]
+        )
+        self.addCleanup(server.stop)
+
+        def proxied(source: str) -> socket.socket:
+            sock = server.connect(timeout=5)
+            self.addCleanup(sock.close)
+            sock.sendall(b"PROXY TCP4 %s 127.0.0.1 5555 6000\r\n" % source.encode())
+            return sock
+
+        denied = proxied("203.0.113.7")
+        denied.sendall(b"hello\n")
+        try:
+            self.assertEqual(receive_until_closed(denied), b"")
+        except ConnectionResetError:
+            pass  # aborted: nothing was written either way
+        first = proxied("198.51.100.1")
+        first.sendall(b"one\n")
+        self.assertEqual(receive_lines(first, 1), [b"one"])
+        second = proxied("198.51.100.1")
+        self.assertEqual(
+            receive_until_closed(second),
+            b"ERROR overloaded: too many connections from your address\n",
+        )
+        other = proxied("198.51.100.2")
+        other.sendall(b"two\n")
+        self.assertEqual(receive_lines(other, 1), [b"two"])
+
+
 class FairnessTests(SynchronousTestCase):
     """
     One client pipelining a flood does not starve the others.
