@@ -19,12 +19,11 @@ from twisted.internet.defer import (
     CancelledError,
     Deferred,
     FirstError,
-    TimeoutError,
     ensureDeferred,
     gatherResults,
     succeed,
 )
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -40,11 +39,13 @@ class _Slot:
     A request whose reply is pending, or ready but behind a pending one.
     """
 
-    __slots__ = ("deferred", "replies")
+    __slots__ = ("deferred", "expired", "replies", "timer")
 
     def __init__(self, deferred: Deferred[list[bytes]] | None) -> None:
         self.deferred = deferred
         self.replies: list[bytes] | None = None
+        self.timer: IDelayedCall | None = None
+        self.expired = False
 
 
 class OrderedDispatcher:
@@ -86,6 +87,7 @@ class OrderedDispatcher:
         self._on_settled = on_settled
         self._slots: deque[_Slot] = deque()
         self._out: list[bytes] | None = None
+        self._cancelling = 0
         self.closed = False
         #: Called with the kind of every error reply (for metrics), if set.
         self.on_error: Callable[[str], None] | None = None
@@ -160,7 +162,9 @@ class OrderedDispatcher:
         slots, self._slots = self._slots, deque()
         for slot in slots:
             if slot.deferred is not None and slot.replies is None:
-                slot.deferred.cancel()
+                self._cancel(slot.deferred)
+            if slot.timer is not None and slot.timer.active():
+                slot.timer.cancel()
 
     # The chain.
 
@@ -253,8 +257,12 @@ class OrderedDispatcher:
         return ProcessorFailed(name).payload()
 
     def _async_failed(self, index: int, failure: Failure) -> Any:
-        if failure.check(CancelledError):
-            return failure  # a timeout or a closed connection: handled above
+        """
+        Turn the failure of processor C{index}'s Deferred into its request's
+        error reply; let our own cancellations through to L{_unfinished}.
+        """
+        if self._cancelling and failure.check(CancelledError):
+            return failure  # a timeout or a closed connection
         if failure.check(RequestError):
             self._report("bad-request")
             return [failure.value.payload()]
@@ -268,20 +276,47 @@ class OrderedDispatcher:
         """
         slot = _Slot(deferred)
         self._slots.append(slot)
-        if self.timeout > 0:
-            deferred.addTimeout(self.timeout, self._clock)
-        deferred.addErrback(self._unfinished)
+        deferred.addErrback(self._unfinished, slot)
         deferred.addCallback(self._fill, slot)
+        if self.timeout > 0 and slot.replies is None:
+            slot.timer = self._clock.callLater(self.timeout, self._expire, slot)
 
-    def _unfinished(self, failure: Failure) -> list[bytes]:
-        if failure.check(FirstError):
-            failure = failure.value.subFailure
-        if failure.check(TimeoutError):
+    def _cancel(self, deferred: Deferred[Any]) -> None:
+        """
+        Cancel one of our pending Deferreds, telling the cancellation apart
+        from a C{CancelledError} a processor raises itself.
+        """
+        self._cancelling += 1
+        try:
+            deferred.cancel()
+        finally:
+            self._cancelling -= 1
+
+    def _expire(self, slot: _Slot) -> None:
+        """
+        The processor timeout passed: cancel the request, which answers
+        C{ERROR timeout} in its slot.
+        """
+        slot.timer = None
+        slot.expired = True
+        assert slot.deferred is not None
+        self._cancel(slot.deferred)
+        if slot.replies is None:  # still paused on something uncancellable
+            self._fill(self._unfinished(Failure(CancelledError()), slot), slot)
+
+    def _unfinished(self, failure: Failure, slot: _Slot) -> list[bytes]:
+        """
+        The replies of a request that did not complete: a timeout, a closed
+        connection, or a failure outside any processor.
+        """
+        if slot.expired:
             self._report("timeout")
             return [
                 ProcessorTimeout(f"no reply within {self.timeout:g} seconds").payload()
             ]
-        if failure.check(CancelledError):
+        if failure.check(FirstError):
+            failure = failure.value.subFailure
+        if failure.check(CancelledError) and self.closed:
             return []
         self._log.failure(
             "Unexpected failure on connection {connection_id}",
@@ -295,7 +330,15 @@ class OrderedDispatcher:
             self.on_error(kind)
 
     def _fill(self, replies: list[bytes], slot: _Slot) -> None:
+        """
+        Store a request's replies; release them if nothing is ahead.
+        """
+        if slot.replies is not None:
+            return  # answered already (a timeout), this is the late result
         slot.replies = replies
+        if slot.timer is not None:
+            slot.timer.cancel()
+            slot.timer = None
         if self.closed or self._out is not None:
             return  # released at the end of dispatch()
         if self._slots and self._slots[0] is slot:

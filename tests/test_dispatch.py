@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -343,6 +343,36 @@ class TimeoutTests(SynchronousTestCase):
         self.assertEqual(clock.getDelayedCalls(), [])
         self.flushLoggedErrors(ValueError)
 
+    def test_timeout_of_uncancellable_deferred(self) -> None:
+        """
+        A Deferred that cannot run its callbacks when cancelled (it is
+        paused) still answers C{ERROR timeout} on time, and its late result
+        is dropped.
+        """
+
+        @implementer(IProcessor)
+        class Stuck:
+            def __init__(self) -> None:
+                self.deferreds: list[Deferred[bytes]] = []
+
+            def process(self, message: bytes, context: Any) -> Deferred[bytes]:
+                deferred: Deferred[bytes] = Deferred()
+                deferred.pause()
+                self.deferreds.append(deferred)
+                return deferred
+
+        stuck = Stuck()
+        dispatcher, recorder, clock = make_dispatcher([("stuck", stuck)], timeout=1)
+        dispatcher.dispatch([b"x"], [])
+        clock.advance(1)
+        self.assertEqual(
+            recorder.delivered, [b"ERROR timeout: no reply within 1 seconds"]
+        )
+        self.assertEqual(dispatcher.pending, 0)
+        stuck.deferreds[0].unpause()
+        self.assertEqual(len(recorder.delivered), 1)
+        self.flushLoggedErrors(CancelledError)
+
     def test_zero_timeout_waits_forever(self) -> None:
         """
         With a timeout of 0 no timer is set and a late reply still arrives.
@@ -441,6 +471,26 @@ class FailureTests(SynchronousTestCase):
         controlled.fire()
         self.assertEqual(recorder.delivered, [b"ERROR processor-failed: slow", b"b"])
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+    def test_processor_cancelled_error(self) -> None:
+        """
+        A C{CancelledError} of the processor's own (not a timeout, not a
+        close) still answers C{ERROR processor-failed}: no request is left
+        without a reply.
+        """
+
+        @implementer(IProcessor)
+        class GivesUp:
+            async def process(self, message: bytes, context: Any) -> bytes:
+                inner: Deferred[bytes] = Deferred()
+                inner.cancel()
+                return await inner
+
+        dispatcher, _, _ = make_dispatcher([("gives-up", GivesUp())], timeout=5)
+        out: list[bytes] = []
+        dispatcher.dispatch([b"a", b"b"], out)
+        self.assertEqual(out, [b"ERROR processor-failed: gives-up"] * 2)
+        self.assertEqual(len(self.flushLoggedErrors(CancelledError)), 2)
 
     def test_request_error(self) -> None:
         """
