@@ -136,10 +136,12 @@ class EchoPlusService(MultiService):
         self.drainer = Drainer(reactor, self._drained_factories, settings.drain_timeout)
         for listener in settings.listeners:
             self.add_listener(self.make_listener(listener))
+        # Not a child: /metrics and /healthz (503) stay up during the drain.
+        self.metrics_service: MetricsService | None = None
         if metrics is not None and settings.metrics:
-            MetricsService(
+            self.metrics_service = MetricsService(
                 settings.metrics, metrics.registry, self.healthy, reactor
-            ).setServiceParent(self)
+            )
 
     def make_listener(self, listener: ListenerSettings) -> ListenerService:
         """
@@ -205,11 +207,18 @@ class EchoPlusService(MultiService):
         )
         return True
 
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        if self.metrics_service is not None:
+            self.metrics_service.privilegedStartService()
+
     def startService(self) -> None:
         """
         Start every listener; with a C{load} function, reload on SIGHUP.
         """
         super().startService()
+        if self.metrics_service is not None and not self.metrics_service.running:
+            self.metrics_service.startService()
         if self._load is not None and self._restore_sighup is None:
             from echoplus.reload import install_sighup
 
@@ -225,7 +234,10 @@ class EchoPlusService(MultiService):
             self._restore_sighup = None
         self.draining = True
         stopped = super().stopService()
-        return stopped.addCallback(lambda _: self.drainer.drain())
+        stopped.addCallback(lambda _: self.drainer.drain())
+        if self.metrics_service is not None:
+            stopped.addCallback(lambda _: self.metrics_service.stopService())
+        return stopped
 
     def healthy(self) -> bool:
         """

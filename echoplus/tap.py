@@ -84,6 +84,7 @@ def makeService(options: Mapping[str, Any]) -> IService:
     """
     from twisted.internet import reactor
 
+    from echoplus import workers
     from echoplus.drain import install_signal_handlers
     from echoplus.resources import raise_open_files_limit
     from echoplus.service import EchoPlusService
@@ -95,11 +96,21 @@ def makeService(options: Mapping[str, Any]) -> IService:
         raise SystemExit(1) from None
     _report_bind_errors_briefly()
     raise_open_files_limit()
+    worker = workers.is_worker()
+    if settings.workers > 1 and not worker:
+        return workers.WorkerPool(settings, reactor, workers.option_arguments(options))
+    if worker:
+        settings = workers.worker_settings(settings)
     # SIGHUP re-reads the file and the environment under the same command line.
     command_line = dict(options)
     service = EchoPlusService(
-        settings, reactor, load=lambda: load_settings(command_line, os.environ)
+        settings,
+        reactor,
+        metrics=workers.worker_metrics() if worker else None,
+        load=lambda: load_settings(command_line, os.environ),
     )
+    if worker:
+        workers.adopt_listeners(service)
     # After the reactor's own handlers, which would make twistd exit by the
     # signal (status -15) instead of 0 after a graceful drain.
     reactor.addSystemEventTrigger(
