@@ -113,7 +113,11 @@ def _run(arguments: Any) -> int:
     import os
     import sys
 
-    return run_check(arguments.config, os.environ, sys.stdout, sys.stderr)
+    try:
+        return run_check(arguments.config, os.environ, sys.stdout, sys.stderr)
+    except BrokenPipeError:  # `echoplus check FILE | head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def options_table() -> str:

@@ -426,25 +426,17 @@ def _combine(file: Any, upper: Mapping[str, _Value], warnings: list[str]) -> Res
     service_sources: dict[str, str] = {}
     for key, value in top.items():
         spec = _SPECS[key]
-        if spec.per_listener or key == "listen":
-            continue
-        parsed = parser.parse(key, value, spec.parse)
-        service[key] = parsed
-        service_sources[key] = value.source
+        if not spec.per_listener and key != "listen":
+            service[key] = parser.parse(key, value, spec.parse)
+            service_sources[key] = value.source
     defaults = {key: value for key, value in top.items() if _SPECS[key].per_listener}
-    overrides = {key: value for key, value in upper.items() if _SPECS[key].per_listener}
     for key, value in defaults.items():  # report bad values even if overridden
         parser.parse(key, value, _SPECS[key].parse)
-    listeners = []
-    listener_sources = []
+    overrides = {key: value for key, value in upper.items() if _SPECS[key].per_listener}
+    listeners: list[dict[str, Any]] = []
+    listener_sources: list[dict[str, str]] = []
     for table in _listener_tables(file, upper, parser):
-        values = {**defaults, **table, **overrides}
-        fields: dict[str, Any] = {}
-        sources: dict[str, str] = {}
-        for key, value in values.items():
-            check = _endpoint if key == "endpoint" else _SPECS[key].parse
-            fields[key] = parser.parse(key, value, check)
-            sources[key] = value.source
+        fields, sources = _listener_values({**defaults, **table, **overrides}, parser)
         listeners.append(fields)
         listener_sources.append(sources)
     _check_unique_endpoints(listeners, listener_sources, errors)
@@ -460,6 +452,21 @@ def _combine(file: Any, upper: Mapping[str, _Value], warnings: list[str]) -> Res
         _with_defaults(Settings, service_sources, exclude={"listeners"}),
         tuple(warnings),
     )
+
+
+def _listener_values(
+    values: Mapping[str, _Value], parser: _Parser
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """
+    One listener's parsed values and their sources.
+    """
+    fields: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for key, value in values.items():
+        check = _endpoint if key == "endpoint" else _SPECS[key].parse
+        fields[key] = parser.parse(key, value, check)
+        sources[key] = value.source
+    return fields, sources
 
 
 def _endpoint(value: Any) -> str:
