@@ -190,6 +190,9 @@ class EchoPlusService(MultiService):
         if self._load is None or self.settings.config is None:
             self._log.info("Reload: no config file, nothing to reload")
             return False
+        if self.draining:
+            self._log.info("Reload ignored: the service is stopping")
+            return False
         try:
             plan = apply_reload(self, self._load())
         except ConfigError as error:
