@@ -209,6 +209,36 @@ class HealthTests(SynchronousTestCase):
         service.stopService()
         self.assertFalse(service.healthy())
 
+    def test_metrics_outlive_the_drain(self) -> None:
+        """
+        While the service drains an open connection, the metrics endpoint
+        stays up and unhealthy; it stops once the drain is over.
+        """
+        reactor = MemoryReactorClock()
+        service = EchoPlusService(
+            Settings(
+                listeners=(ListenerSettings(endpoint="tcp:0"),),
+                metrics="tcp:0:interface=127.0.0.1",
+            ),
+            reactor,
+        )
+        service.privilegedStartService()
+        service.startService()
+        metrics_service = service.metrics_service
+        assert metrics_service is not None
+        self.assertTrue(metrics_service.running)
+        factory = service.factories["tcp:0"]
+        protocol = factory.buildProtocol(None)
+        protocol.makeConnection(StringTransport())
+        stopped = service.stopService()
+        self.assertNoResult(stopped)
+        self.assertTrue(metrics_service.running)
+        self.assertFalse(service.healthy())
+        protocol.connectionLost(None)
+        reactor.advance(1)
+        self.successResultOf(stopped)
+        self.assertFalse(metrics_service.running)
+
 
 def scrape(url: str) -> dict[str, float]:
     """
