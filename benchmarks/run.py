@@ -40,6 +40,8 @@ LOADGEN_SOURCE = REPO.parent / "shared" / "tools" / "loadgen" / "loadgen.c"
 PYTHON = sys.executable
 _LISTENING = re.compile(r"echoplus listening on \S+ at \S+:(\d+)")
 _PEER_LISTENING = re.compile(r"listening on (\d+)")
+#: Seconds both load generators run before they start counting.
+WARMUP = 1.0
 
 
 def median(values: Sequence[float]) -> float:
@@ -133,6 +135,15 @@ class Server:
             return 0
         match = re.search(r"VmRSS:\s+(\d+) kB", status)
         return int(match.group(1)) if match else 0
+
+    def cpu_seconds(self) -> float:
+        """The CPU time (user + system) the server has used so far."""
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text()
+        except OSError:
+            return 0.0
+        utime, stime = fields.rsplit(")", 1)[1].split()[11:13]
+        return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         """Terminate the server and wait for it."""
@@ -245,7 +256,17 @@ def run_scenario(
                 + servers[: round_number % len(servers)]
             )
             for server in order:
+                cpu_before = server.cpu_seconds()
                 result = run_load(loadgen, scenario, server.port, seconds)
+                # Server CPU per message: a figure noise moves much less
+                # than throughput.  Both load generators warm up for 1 s
+                # at about the measured rate before they count.
+                served = result["msgs_per_s"] * (seconds + WARMUP)
+                result["cpu_us"] = (
+                    (server.cpu_seconds() - cpu_before) / served * 1e6
+                    if served
+                    else 0.0
+                )
                 samples[server.spec.label].append(result)
                 rss[server.spec.label] = max(
                     rss.get(server.spec.label, 0), server.rss_kib()
@@ -268,20 +289,28 @@ def run_scenario(
 
 
 def print_table(scenario: Scenario, rows: dict[str, dict[str, float]]) -> None:
-    """The scenario's table, with echoplus's ratio to every peer."""
+    """
+    The scenario's table, with echoplus's ratio to every peer: by
+    throughput (the targets) and by server CPU per message (less noisy).
+    """
     ours = rows[scenario.servers[0].label]
     print(
         f"\n{scenario.name}  ({scenario.describe()})\n"
-        f"  {'server':<26}{'msgs/s':>12}{'MB/s':>10}{'p50 us':>9}{'p99 us':>9}"
-        f"{'RSS MiB':>9}{'lg_cpu':>8}{'echoplus x':>12}"
+        f"  {'server':<28}{'msgs/s':>11}{'MB/s':>9}{'p50 us':>9}{'p99 us':>9}"
+        f"{'RSS MiB':>8}{'lg_cpu':>7}{'cpu us/msg':>11}{'ours x':>8}{'by cpu':>8}"
     )
     for label, row in rows.items():
-        ratio = ours["msgs_per_s"] / row["msgs_per_s"] if row["msgs_per_s"] else 0.0
+        ratio = cpu_ratio = ""
+        if row is not ours:
+            if row["msgs_per_s"]:
+                ratio = f"{ours['msgs_per_s'] / row['msgs_per_s']:.2f}x"
+            if ours.get("cpu_us"):
+                cpu_ratio = f"{row.get('cpu_us', 0) / ours['cpu_us']:.2f}x"
         print(
-            f"  {label:<26}{row['msgs_per_s']:>12,.0f}{row['MBps']:>10,.1f}"
+            f"  {label:<28}{row['msgs_per_s']:>11,.0f}{row['MBps']:>9,.1f}"
             f"{row['p50_us']:>9,.0f}{row['p99_us']:>9,.0f}"
-            f"{row['rss_kib'] / 1024:>9.1f}{row['lg_cpu']:>8.2f}"
-            f"{'' if row is ours else f'{ratio:.2f}x':>12}"
+            f"{row['rss_kib'] / 1024:>8.1f}{row['lg_cpu']:>7.2f}"
+            f"{row.get('cpu_us', 0):>11.2f}{ratio:>8}{cpu_ratio:>8}"
         )
         if row.get("errors"):
             print(f"    ! {label}: {row['errors']:.0f} errors")
