@@ -5,6 +5,8 @@ makes, C{/healthz}, and a real scrape of C{twistd -n echoplus --metrics}.
 
 from __future__ import annotations
 
+import json
+import re
 import urllib.error
 import urllib.request
 
@@ -18,7 +20,7 @@ from echoplus.factory import EchoPlusFactory
 from echoplus.metrics import HealthResource, Metrics
 from echoplus.processors.chain import ProcessorEntry
 from echoplus.service import EchoPlusService
-from tests.support import Twistd, receive_lines
+from tests.support import REPO, Twistd, receive_lines
 
 LISTENER = "tcp:0:interface=127.0.0.1"
 
@@ -78,6 +80,26 @@ class MetricsTests(SynchronousTestCase):
             "echoplus_processing_seconds_count",
         ]:
             self.assertIn(name, names)
+
+    def test_dashboard_uses_exported_names(self) -> None:
+        """
+        Every echoplus metric the Grafana dashboard queries is one the
+        service exports.
+        """
+        metrics = Metrics()
+        listener = metrics.for_listener("a")
+        listener.error("bad-frame")
+        listener.observe(0.001)
+        exported = {
+            sample.name
+            for family in metrics.registry.collect()
+            for sample in family.samples
+        }
+        dashboard = (REPO / "deploy" / "grafana-dashboard.json").read_text()
+        json.loads(dashboard)
+        queried = set(re.findall(r"echoplus_[a-z_]+", dashboard))
+        self.assertTrue(queried)
+        self.assertEqual(queried - exported, set())
 
     def test_registries_are_separate(self) -> None:
         """
