@@ -378,21 +378,35 @@ class RawDecoder:
 
 class LineEncoder:
     """
-    Append C{delimiter} to each payload; a payload that contains the
-    delimiter cannot be framed.
+    Append C{delimiter} to each payload; a payload that the decoder would
+    not get back unchanged cannot be framed: one that contains the
+    delimiter, or, for a delimiter whose start is also its end (C{\\n\\n},
+    C{aba}), one whose end runs into the delimiter (C{x\\n} before
+    C{\\n\\n} would decode as C{x}).
     """
 
     def __init__(self, delimiter: bytes = b"\n") -> None:
         if not delimiter:
             raise ValueError("the line delimiter must not be empty")
         self.delimiter = delimiter
+        # Whether an occurrence of the delimiter can overlap another one.
+        # Without such a border (LF, CRLF), no occurrence can straddle a
+        # payload's end, so counting occurrences checks a whole batch.
+        self._bordered = any(
+            delimiter[:size] == delimiter[-size:] for size in range(1, len(delimiter))
+        )
 
     def encode(self, payload: bytes) -> bytes:
-        if self.delimiter in payload:
+        framed = payload + self.delimiter
+        if framed.find(self.delimiter) != len(payload):
             raise ValueError("a line payload must not contain the delimiter")
-        return payload + self.delimiter
+        return framed
 
     def encode_batch(self, payloads: Sequence[bytes]) -> bytes:
+        if not payloads:
+            return b""
+        if self._bordered:
+            return b"".join([self.encode(payload) for payload in payloads])
         delimiter = self.delimiter
         joined = delimiter.join(payloads)
         # One C-level pass proves no payload carried a delimiter of its own.

@@ -212,10 +212,16 @@ class RoundTripTests(SynchronousTestCase):
 
     def test_empty_batch(self) -> None:
         """
-        Encoding no payloads produces no bytes for the length-prefixed,
-        netstring and raw encoders.
+        Encoding no payloads produces no bytes.
         """
-        for encoder in (IntPrefixEncoder(2), NetstringEncoder(), RawEncoder()):
+        encoders = (
+            LineEncoder(),
+            LineEncoder(b"\n\n"),
+            IntPrefixEncoder(2),
+            NetstringEncoder(),
+            RawEncoder(),
+        )
+        for encoder in encoders:
             self.assertEqual(encoder.encode_batch([]), b"")
 
     def test_decode_returns_nothing_for_empty_input(self) -> None:
@@ -305,6 +311,32 @@ class LineTests(SynchronousTestCase):
         self.assertRaises(ValueError, encoder.encode, b"a\r\nb")
         self.assertRaises(ValueError, encoder.encode_batch, [b"ok", b"a\r\nb"])
         self.assertEqual(encoder.encode(b"a\rb\n"), b"a\rb\n\r\n")
+
+
+class SelfOverlappingDelimiterTests(SynchronousTestCase):
+    """
+    Delimiters whose start is also their end (C{\\n\\n}, C{aba}).
+    """
+
+    def test_payload_running_into_delimiter_refused(self) -> None:
+        """
+        A payload whose end would join the delimiter early is refused,
+        alone and in a batch, instead of being framed ambiguously.
+        """
+        self.assertRaises(ValueError, LineEncoder(b"\n\n").encode, b"x\n")
+        self.assertRaises(ValueError, LineEncoder(b"\n\n").encode_batch, [b"x\n", b"y"])
+        self.assertRaises(ValueError, LineEncoder(b"aba").encode, b"xab")
+
+    def test_unambiguous_payloads_round_trip(self) -> None:
+        """
+        Payloads that stay unambiguous are framed and decode unchanged.
+        """
+        for delimiter, payloads in (
+            (b"\n\n", [b"x", b"\ny", b""]),
+            (b"aba", [b"xa", b"bx", b"b"]),
+        ):
+            data = LineEncoder(delimiter).encode_batch(payloads)
+            self.assertEqual(LineDecoder(delimiter).feed(data), payloads)
 
 
 class NetstringTests(SynchronousTestCase):
@@ -504,7 +536,7 @@ class PropertyTests(SynchronousTestCase):
         self.assertIsNone(decoder.error)
         self.assertEqual(decoder.buffered, 0)
 
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=200, deadline=None)
     @given(
         name=_CODEC_NAMES,
         max_frame=st.integers(0, 40),
@@ -531,6 +563,37 @@ class PropertyTests(SynchronousTestCase):
                 self.assertIsInstance(decoder.error, FramingError)
                 self.assertEqual(decoder.feed(stream), [])
                 break
+
+    @settings(max_examples=150, deadline=None)
+    @given(
+        delimiter=st.binary(min_size=1, max_size=4).map(
+            lambda b: bytes(97 + x % 2 for x in b)
+        ),
+        payloads=st.lists(
+            st.binary(max_size=8).map(lambda b: bytes(97 + x % 2 for x in b)),
+            max_size=6,
+        ),
+        data=st.data(),
+    )
+    def test_line_any_delimiter(
+        self, delimiter: bytes, payloads: list[bytes], data: st.DataObject
+    ) -> None:
+        """
+        Over a two-letter alphabet, where delimiters overlap themselves
+        often, the line encoder refuses exactly the payloads the decoder
+        would not get back, and what it frames decodes unchanged.
+        """
+        encoder = LineEncoder(delimiter)
+        ambiguous = [p for p in payloads if (p + delimiter).find(delimiter) != len(p)]
+        try:
+            encoded = encoder.encode_batch(payloads)
+        except ValueError:
+            self.assertTrue(ambiguous)
+            return
+        self.assertEqual(ambiguous, [])
+        decoder = LineDecoder(delimiter, 100)
+        chunks = data.draw(_chunked(encoded))
+        self.assertEqual(feed_all(decoder, chunks), payloads)
 
     @settings(max_examples=100, deadline=None)
     @given(stream=st.binary(max_size=400), max_frame=st.integers(1, 50))
