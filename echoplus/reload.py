@@ -55,12 +55,23 @@ class ReloadPlan:
     restart_needed: tuple[str, ...]
 
     @classmethod
-    def between(cls, old: Settings, new: Settings) -> ReloadPlan:
+    def between(
+        cls, old: Settings, new: Settings, fixed_listeners: bool = False
+    ) -> ReloadPlan:
         """
         The plan that takes a service from C{old} to C{new}.
+
+        @param fixed_listeners: the set of listeners cannot change (a
+            worker serves the sockets its parent bound): listeners added or
+            removed are reported as needing a restart.
         """
         before = {listener.endpoint: listener for listener in old.listeners}
         after = {listener.endpoint: listener for listener in new.listeners}
+        restart = []
+        if fixed_listeners and set(after) != set(before):
+            restart.append("listen")
+            after = {e: after.get(e, listener) for e, listener in before.items()}
+            new = attrs.evolve(new, listeners=tuple(after.values()))
         kept: dict[str, Any] = {}
         for field in attrs.fields(Settings):
             name = field.name
@@ -77,7 +88,7 @@ class ReloadPlan:
                 if e in before and before[e] != new_l
             ),
             settings=attrs.evolve(new, **kept),
-            restart_needed=tuple(kept),
+            restart_needed=(*restart, *kept),
         )
 
     def summary(self) -> str:
@@ -114,7 +125,9 @@ def apply_reload(service: EchoPlusService, new: Settings) -> ReloadPlan:
     @raise ConfigError: a chain cannot be resolved or a new listener cannot
         bind; nothing changed.
     """
-    plan = ReloadPlan.between(service.settings, new)
+    plan = ReloadPlan.between(
+        service.settings, new, getattr(service, "fixed_listeners", False)
+    )
     chains = {
         new_listener.endpoint: ProcessorChain(new_listener.processors)
         for old_listener, new_listener in plan.changed

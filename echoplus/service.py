@@ -104,9 +104,12 @@ class EchoPlusService(MultiService):
     @ivar factories: the listeners' factories, by endpoint string.
     @ivar metrics: the service's L{Metrics} (C{None} when not collected).
     @ivar draining: set while the service drains; C{/healthz} answers 503.
+    @ivar fixed_listeners: set when the listeners cannot change on a reload
+        (a worker serving sockets its parent bound).
     """
 
     _log = Logger()
+    fixed_listeners = False
 
     def __init__(
         self,
@@ -211,6 +214,8 @@ class EchoPlusService(MultiService):
         return True
 
     def privilegedStartService(self) -> None:
+        # Reload on SIGHUP from now on: until then SIGHUP ends the process.
+        self._handle_sighup()
         super().privilegedStartService()
         if self.metrics_service is not None:
             self.metrics_service.privilegedStartService()
@@ -222,6 +227,12 @@ class EchoPlusService(MultiService):
         super().startService()
         if self.metrics_service is not None and not self.metrics_service.running:
             self.metrics_service.startService()
+        self._handle_sighup()
+
+    def _handle_sighup(self) -> None:
+        """
+        With a C{load} function, make SIGHUP call L{reload} (once).
+        """
         if self._load is not None and self._restore_sighup is None:
             from echoplus.reload import install_sighup
 

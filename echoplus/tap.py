@@ -103,14 +103,20 @@ def makeService(options: Mapping[str, Any]) -> IService:
         settings = workers.worker_settings(settings)
     # SIGHUP re-reads the file and the environment under the same command line.
     command_line = dict(options)
+
+    def load() -> Settings:
+        reloaded = load_settings(command_line, os.environ)
+        return workers.worker_settings(reloaded) if worker else reloaded
+
     service = EchoPlusService(
         settings,
         reactor,
         metrics=workers.worker_metrics() if worker else None,
-        load=lambda: load_settings(command_line, os.environ),
+        load=load,
     )
     if worker:
         workers.adopt_listeners(service)
+        service.fixed_listeners = True
     # After the reactor's own handlers, which would make twistd exit by the
     # signal (status -15) instead of 0 after a graceful drain.
     reactor.addSystemEventTrigger(

@@ -80,6 +80,21 @@ class PlanTests(SynchronousTestCase):
         self.assertEqual(plan.restart_needed, ("workers",))
         self.assertEqual(plan.summary(), "needs a restart: workers")
 
+    def test_fixed_listeners(self) -> None:
+        """
+        When listeners cannot change (a worker), added and removed ones are
+        reported as needing a restart, and existing ones still change.
+        """
+        old = Settings(listeners=(listener(TCP), listener("unix:/tmp/kept")))
+        new = Settings(listeners=(listener(TCP, max_frame=10), listener(OTHER)))
+        plan = ReloadPlan.between(old, new, fixed_listeners=True)
+        self.assertEqual((plan.added, plan.removed), ((), ()))
+        self.assertEqual(plan.changed, ((listener(TCP), listener(TCP, max_frame=10)),))
+        self.assertEqual(
+            [s.endpoint for s in plan.settings.listeners], [TCP, "unix:/tmp/kept"]
+        )
+        self.assertEqual(plan.restart_needed, ("listen",))
+
 
 class RefusingReactor(MemoryReactorClock):
     """
