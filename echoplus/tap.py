@@ -29,7 +29,9 @@ class Options(usage.Options):
         "options: line-framed echo on tcp:5000:interface=127.0.0.1.  Every "
         "option can also be set as ECHOPLUS_<NAME> in the environment "
         "(e.g. ECHOPLUS_MAX_FRAME) or in the --config file; the command line "
-        "wins over the environment, which wins over the file."
+        "wins over the environment, which wins over the file.  SIGHUP "
+        "re-reads the file and the environment (echoplus check FILE "
+        "validates a file first)."
     )
     optParameters = [
         [spec.option_name, None, None, spec.help]
