@@ -738,3 +738,56 @@ class CheckTests(ConfigFileCase):
             if name not in text
         ]
         self.assertEqual(missing, [])
+
+
+class PrecedencePropertyTests(SynchronousTestCase):
+    """
+    Precedence holds for any combination of sources.
+    """
+
+    def test_highest_source_wins(self) -> None:
+        """
+        For any mix of top-level file, [[listen]] table, environment and
+        command-line values, each listener gets the highest one and names
+        its source.
+        """
+        from hypothesis import given, settings
+        from hypothesis import strategies as st
+
+        from echoplus.config import _combine, command_line_values
+        from echoplus.configfile import parse_config_text
+
+        maybe = st.none() | st.integers(1, 10**6)
+
+        @settings(max_examples=60, deadline=None)
+        @given(maybe, st.lists(maybe, min_size=1, max_size=3), maybe, maybe)
+        def check(
+            top: int | None, tables: list[int | None], env: int | None, cli: int | None
+        ) -> None:
+            text = "" if top is None else f"max_frame = {top}\n"
+            for index, value in enumerate(tables):
+                text += f'[[listen]]\nendpoint = "unix:/tmp/p{index}"\n'
+                if value is not None:
+                    text += f"max_frame = {value}\n"
+            file = parse_config_text(text, "p.toml")
+            upper = {}
+            if env is not None:
+                upper.update(environment_values({"ECHOPLUS_MAX_FRAME": str(env)}))
+            if cli is not None:
+                upper.update(command_line_values({"max-frame": str(cli)}))
+            resolved = _combine(file, upper, [])
+            for index, table in enumerate(tables):
+                candidates = [
+                    (cli, "--max-frame"),
+                    (env, "ECHOPLUS_MAX_FRAME"),
+                    (table, f", [[listen]] #{index + 1}"),
+                    (top, "p.toml:1"),
+                    (65536, "default"),
+                ]
+                value, source = next(c for c in candidates if c[0] is not None)
+                self.assertEqual(resolved.settings.listeners[index].max_frame, value)
+                self.assertTrue(
+                    resolved.listener_sources[index]["max_frame"].endswith(source)
+                )
+
+        check()
