@@ -12,7 +12,7 @@ complete in.
 from __future__ import annotations
 
 from collections import deque
-from inspect import isawaitable
+from inspect import isawaitable, iscoroutine
 from typing import Any, Callable, Sequence
 
 from twisted.internet.defer import (
@@ -32,6 +32,14 @@ from echoplus.errors import ProcessorFailed, ProcessorTimeout, RequestError
 from echoplus.interfaces import IProcessor
 
 __all__ = ["OrderedDispatcher"]
+
+
+async def _awaited(awaitable: Any) -> Any:
+    """
+    Wrap an awaitable that is not a coroutine, so that C{ensureDeferred}
+    takes it.
+    """
+    return await awaitable
 
 
 class _Slot:
@@ -207,9 +215,12 @@ class OrderedDispatcher:
         if isinstance(result, (list, tuple)):
             return self._fan_out(index, result)
         if isinstance(result, Deferred) or isawaitable(result):
-            deferred = (
-                result if isinstance(result, Deferred) else ensureDeferred(result)
-            )
+            if isinstance(result, Deferred):
+                deferred = result
+            else:
+                deferred = ensureDeferred(
+                    result if iscoroutine(result) else _awaited(result)
+                )
             return deferred.addCallbacks(
                 lambda value: self._handle(index, value),
                 lambda failure: self._async_failed(index - 1, failure),

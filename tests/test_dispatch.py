@@ -200,6 +200,33 @@ class OrderingTests(SynchronousTestCase):
         self.assertEqual(recorder.delivered, [])
         self.assertEqual(dispatcher.pending, 0)
 
+    def test_any_awaitable(self) -> None:
+        """
+        A processor may return any awaitable, not only a coroutine or a
+        Deferred.
+        """
+
+        class Awaitable:
+            def __init__(self, deferred: Deferred[bytes]) -> None:
+                self.deferred = deferred
+
+            def __await__(self) -> Any:
+                return (yield from self.deferred.__await__())
+
+        @implementer(IProcessor)
+        class Later:
+            def __init__(self) -> None:
+                self.deferred: Deferred[bytes] = Deferred()
+
+            def process(self, message: bytes, context: Any) -> Awaitable:
+                return Awaitable(self.deferred)
+
+        later = Later()
+        dispatcher, recorder, _ = make_dispatcher([("later", later), ("up", Boom())])
+        dispatcher.dispatch([b"x"], [])
+        later.deferred.callback(b"done")
+        self.assertEqual(recorder.delivered, [b"done"])
+
     def test_list_fans_out_through_rest_of_chain(self) -> None:
         """
         Each reply of a processor that returns a list goes through the rest
