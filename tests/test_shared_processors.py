@@ -294,3 +294,33 @@ class SlowConsumerTests(SynchronousTestCase):
         self.assertEqual(fan_out([gone, harness.context], b"x"), 2)
         self.assertEqual(other.written, b"")
         self.assertEqual(harness.replies(), [b"x"])
+
+
+class PushOrderingTests(SynchronousTestCase):
+    """
+    context.send against replies: replies keep request order, pushes go out
+    when sent.
+    """
+
+    def test_push_overtakes_pending_reply(self) -> None:
+        """
+        A push while replies are pending goes out at once, before them; the
+        replies themselves stay in order.
+        """
+        harness = FrameHarness("line", ["delay(seconds=1)"])
+        harness.send(b"slow", b"slower")
+        harness.context.send(b"pushed now")
+        self.assertEqual(harness.replies(), [b"pushed now"])
+        harness.clock.advance(1)
+        self.assertEqual(harness.replies(), [b"slow", b"slower"])
+
+    def test_push_from_another_connections_processing(self) -> None:
+        """
+        One client's message reaches another through context.send, in the
+        receiver's own framing, while the sender's replies stay its own.
+        """
+        harness = FrameHarness("netstring", "broadcast")
+        listener_b = harness.client()
+        harness.send(b"one", b"two")
+        self.assertEqual(listener_b.written, b"3:one,3:two,")
+        self.assertEqual(harness.written, b"")

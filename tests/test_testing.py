@@ -483,3 +483,30 @@ class GuideTests(SynchronousTestCase):
         self.assertEqual(alice.replies(), [b"OK SUB news", b"MSG news hi"])
         self.assertEqual(alice.pushes(), [b"MSG news hi"])
         self.assertEqual(bob.replies(), [])
+
+    def test_readme_snippet(self) -> None:
+        """
+        The README's 'Testing your code' snippet holds as written.
+        """
+        harness = FrameHarness("netstring", ["upper", "reverse"], idle_timeout=30)
+        harness.send(b"hello")
+        self.assertEqual(harness.replies(), [b"OLLEH"])
+        harness.clock.advance(40)
+        self.assertTrue(harness.disconnected)
+
+    def test_shared_state_guide_snippet(self) -> None:
+        """
+        The chat snippet of docs/shared-state.md holds as written.
+        """
+        harness = FrameHarness("line", ["examples.chat.rooms:ChatRooms"])
+        alice, bob = harness.clients[0], harness.client()
+        alice.send(b"NICK alice", b"JOIN lobby")
+        bob.send(b"NICK bob", b"JOIN lobby", b"SAY hi")
+        self.assertEqual(
+            alice.replies(),
+            [b"OK NICK alice", b"OK JOIN lobby", b"* bob joined", b"lobby bob: hi"],
+        )
+        bob.close()
+        self.assertEqual(alice.replies(), [b"* bob left"])
+        rooms = harness.protocol.processors[0][1]
+        self.assertEqual(list(rooms.where), [alice.context])
