@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 import attrs
 
-from echoplus.config import _SPECS, _Value, did_you_mean
+from echoplus.config import _SPECS, ListenerSettings, Settings, _Value, did_you_mean
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -70,6 +70,25 @@ def parse_config_text(text: str, path: str) -> ConfigFile:
     except tomllib.TOMLDecodeError as error:
         return _broken(path, f"{path}: TOML syntax error: {error}")
     return _Reader(path, _key_lines(text)).read(data)
+
+
+def _numeric_keys() -> frozenset[str]:
+    """
+    The options whose setting is a number (their default is one).
+    """
+    defaults = {
+        field.name: field.default
+        for cls in (ListenerSettings, Settings)
+        for field in attrs.fields(cls)
+    }
+    return frozenset(
+        key
+        for key, default in defaults.items()
+        if isinstance(default, (int, float)) and not isinstance(default, bool)
+    )
+
+
+_NUMERIC = _numeric_keys()
 
 
 def _broken(path: str, error: str) -> ConfigFile:
@@ -140,10 +159,26 @@ class _Reader:
                     "another config file"
                 )
             elif key in _SPECS:
-                top[key] = _Value(raw, self.where(key))
+                self.value(top, key, raw, None)
             else:
                 self.unknown(key, None, [*_SPECS, "listen"])
         return ConfigFile(self.path, top, listeners, tuple(self.errors))
+
+    def value(
+        self, values: dict[str, _Value], key: str, raw: Any, table: int | None
+    ) -> None:
+        """
+        Store a value with its source in C{values}; a number written as a
+        TOML string is an error instead (the environment and command line
+        give strings, a file need not).
+        """
+        where = self.where(key, table)
+        if isinstance(raw, str) and key in _NUMERIC:
+            self.errors.append(
+                f"{key} (from {where}): must be a TOML number, not the string {raw!r}"
+            )
+        else:
+            values[key] = _Value(raw, where)
 
     def unknown(self, key: str, table: int | None, known: list[str]) -> None:
         self.errors.append(
@@ -181,7 +216,7 @@ class _Reader:
         per_listener = [key for key, spec in _SPECS.items() if spec.per_listener]
         for key, raw in table.items():
             if key == "endpoint" or (key in _SPECS and _SPECS[key].per_listener):
-                values[key] = _Value(raw, self.where(key, index))
+                self.value(values, key, raw, index)
             elif key in _SPECS:
                 self.errors.append(
                     f"{key} (from {self.where(key, index)}): applies to the whole "

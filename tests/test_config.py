@@ -464,12 +464,29 @@ class ValidationTests(ConfigFileCase):
         self.assertEqual(
             errors,
             [
-                f"max_frame (from {self.path}:1): must be a whole number, not 'lots'",
+                f"max_frame (from {self.path}:1): must be a TOML number, not the "
+                "string 'lots'",
                 f"framing (from {self.path}:2): must be a non-empty string, not 5",
                 f"idle_timeout (from {self.path}:3): must be a number of seconds, "
                 "not True",
             ],
         )
+
+    def test_quoted_number(self) -> None:
+        """
+        A number written as a TOML string is a wrong type in a file (but
+        the environment and command line give numbers as strings).
+        """
+        self.assertEqual(
+            self.errors('max_frame = "100"\n'),
+            [
+                f"max_frame (from {self.path}:1): must be a TOML number, not the "
+                "string '100'"
+            ],
+        )
+        resolved = self.resolve(environ={"ECHOPLUS_MAX_FRAME": "100"}, max_inflight="3")
+        self.assertEqual(resolved.settings.listeners[0].max_frame, 100)
+        self.assertEqual(resolved.settings.listeners[0].max_inflight, 3)
 
     def test_out_of_range(self) -> None:
         """
