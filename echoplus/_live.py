@@ -24,6 +24,7 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
+from echoplus._testkit import ObjectChain, listener_settings
 from echoplus.factory import EchoPlusFactory
 from echoplus.protocols import FramedProtocol
 
@@ -204,9 +205,7 @@ def serve(
 
     @return: a L{Deferred} of the L{LiveListener}.
     """
-    from echoplus.testing import _ObjectChain, listener_settings
-
-    chain = _ObjectChain(processors)
+    chain = ObjectChain(processors)
     settings = listener_settings(
         framing, chain.entries, {"endpoint": endpoint, **limits}
     )
