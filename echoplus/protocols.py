@@ -21,7 +21,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
-from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IPushProducer,
+    ISSLTransport,
+)
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -472,7 +476,7 @@ class FramedProtocol(ConnectionPolicies, Protocol):
         # A registered producer that the transport has paused keeps it from
         # ever closing (see FileDescriptor.loseConnection): unregister first.
         transport.unregisterProducer()
-        if self._input_done or not hasattr(transport, "loseWriteConnection"):
+        if self._input_done or not _can_half_close(transport):
             transport.loseConnection()
         else:
             self._resume_all()
@@ -538,6 +542,18 @@ class FramedProtocol(ConnectionPolicies, Protocol):
 
     def stopProducing(self) -> None:
         pass
+
+
+def _can_half_close(transport: object) -> bool:
+    """
+    Whether C{transport} can close its write side alone.  Twisted's TLS
+    transport has no half-close of its own, but passes C{loseWriteConnection}
+    on to the TCP connection beneath it, which would cut the TLS stream in
+    the middle (and crash its next read): close TLS connections fully.
+    """
+    return hasattr(transport, "loseWriteConnection") and not ISSLTransport.providedBy(
+        transport
+    )
 
 
 class DelimitedProtocol(FramedProtocol):

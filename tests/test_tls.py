@@ -327,6 +327,21 @@ class TLSIntegrationTests(SynchronousTestCase):
                     self.assertEqual(receive_until_closed(sock), b"")
                     raise ConnectionError("closed without a reply")
 
+    def test_error_frame_then_close(self) -> None:
+        """
+        An over-long line over TLS gets its error frame, after the replies
+        before it, and a clean close: no error in the server's log.
+        """
+        server = Twistd([*_listen_args(certificates()), "--max-frame", "10"])
+        self.addCleanup(server.stop)
+        with self.tls_connect(server, _client_context(certificates())) as sock:
+            sock.sendall(b"ok\n" + b"x" * 50 + b"\n")
+            received = receive_until_closed(sock)
+        self.assertTrue(received.startswith(b"ok\nERROR frame-too-long: "), received)
+        self.assertTrue(received.endswith(b"\n"), received)
+        self.assertEqual(server.stop(), 0)
+        self.assertNotIn("Unhandled Error", server.drain_output())
+
     def test_minimum_version(self) -> None:
         """
         With minTLS=1.3, a TLS 1.2 client fails its handshake.
