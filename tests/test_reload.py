@@ -244,6 +244,18 @@ class ServiceReloadTests(SynchronousTestCase):
         self.assertTrue(service.reload())
         self.assertEqual(service.factories[TCP].settings.max_frame, 60)
 
+    def test_ignored_while_stopping(self) -> None:
+        """
+        A reload while the service drains changes nothing.
+        """
+        service = self.service(f'listen = ["{TCP}"]\n')
+        settings = service.settings
+        service.draining = True
+        self.write(f'max_frame = 5\nlisten = ["{TCP}"]\n')
+        self.assertFalse(service.reload())
+        self.assertIs(service.settings, settings)
+        self.assertEqual(self.messages()[-1], "Reload ignored: the service is stopping")
+
     def test_without_config_file(self) -> None:
         """
         Without a config file a reload is a logged no-op.
