@@ -173,3 +173,10 @@ class _IncompleteFactory:
 
 
 incomplete_factory = _IncompleteFactory()
+
+
+def make_labelled(**labels: str) -> Tag:
+    """
+    A factory callable taking any option: appends the sorted C{key=value}s.
+    """
+    return Tag(",".join(f"{key}={value}" for key, value in sorted(labels.items())))

@@ -141,6 +141,15 @@ class FindFactoryTests(SynchronousTestCase):
         )
         self.assertEqual(run(chain, b"m"), b"m:!!!")
 
+    def test_dotted_callable_with_any_options(self) -> None:
+        """
+        A callable taking C{**options} gets every option given, unchecked.
+        """
+        chain = ProcessorChain(
+            parse_chain("tests.sample_processors:make_labelled(b=2,a=1)")
+        )
+        self.assertEqual(run(chain, b"m"), b"m:a=1,b=2")
+
     def test_dotted_processor_provider(self) -> None:
         """
         A dotted path to an L{IProcessor} provider serves that very object.

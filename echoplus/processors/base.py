@@ -35,6 +35,8 @@ class ProcessorFactory:
         here are refused.
     @ivar per_connection: make one processor per connection instead of one
         per listener.
+    @ivar any_options: pass options not named in C{options} through too
+        (for a C{make} that takes C{**options}).
     """
 
     name: str
@@ -42,10 +44,17 @@ class ProcessorFactory:
     make: Callable[..., Any] = attrs.field(repr=False)
     options: Mapping[str, str] = attrs.field(factory=dict)
     per_connection: bool = False
+    any_options: bool = False
 
     def __call__(self, **options: Any) -> Any:
+        """
+        Make a processor with C{options}.
+
+        @raise ValueError: an option is not in C{options}; the message names
+            it and the known ones.
+        """
         unknown = sorted(set(options) - set(self.options))
-        if unknown:
+        if unknown and not self.any_options:
             known = ", ".join(sorted(self.options)) or "none"
             raise ValueError(
                 f"processor {self.name!r} has no option "

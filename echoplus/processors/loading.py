@@ -139,9 +139,13 @@ def _load_dotted(path: str) -> IProcessorFactory:
     if IProcessor.providedBy(target):
         return ProcessorFactory(path, f"the processor {path}", lambda: target)
     if callable(target):
-        options = _parameters_of(target)
+        options, any_options = _parameters_of(target)
         return ProcessorFactory(
-            path, (inspect.getdoc(target) or path).splitlines()[0], target, options
+            path,
+            (inspect.getdoc(target) or path).splitlines()[0],
+            target,
+            options,
+            any_options=any_options,
         )
     raise ConfigError(
         f"processor {path!r} is neither an IProcessor, an IProcessorFactory "
@@ -149,20 +153,24 @@ def _load_dotted(path: str) -> IProcessorFactory:
     )
 
 
-def _parameters_of(target: Any) -> dict[str, str]:
+def _parameters_of(target: Any) -> tuple[dict[str, str], bool]:
     """
-    The keyword options a class or callable accepts, for option checking.
+    The keyword options a class or callable accepts, for option checking,
+    and whether it takes C{**options} (then any option is passed on).
     """
     try:
         signature = inspect.signature(target)
     except (TypeError, ValueError):
-        return {}
-    return {
-        name: "option of the constructor"
-        for name, parameter in signature.parameters.items()
+        return {}, True
+    parameters = signature.parameters.values()
+    named = {
+        parameter.name: "option of the constructor"
+        for parameter in parameters
         if parameter.kind
         in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     }
+    any_options = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+    return named, any_options
 
 
 def verify_processor(name: str, processor: object) -> None:
