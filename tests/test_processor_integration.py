@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import tempfile
+from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -99,3 +102,22 @@ class ProcessorIntegrationTests(SynchronousTestCase):
         self.assertIn("known processors:", output)
         self.assertIn("upper", output)
         self.assertNotIn("Traceback", output)
+
+    def test_options_from_config_table(self) -> None:
+        """
+        Processor options given as a config-file table reach the factory,
+        and an unknown one fails the launch naming it.
+        """
+        directory = Path(tempfile.mkdtemp(prefix="echoplus-config-"))
+        self.addCleanup(shutil.rmtree, directory, True)
+        good = directory / "good.toml"
+        good.write_text('processors = [{ name = "prefix", text = "(>>, " }, "upper"]\n')
+        server = self.start("--config", str(good))
+        with server.connect() as sock:
+            sock.sendall(b"hi\n")
+            self.assertEqual(receive_lines(sock, 1), [b"(>>, HI"])
+        bad = directory / "bad.toml"
+        bad.write_text('processors = [{ name = "prefix", txt = ">>" }]\n')
+        result = run_twistd([*LISTEN, "--config", str(bad)])
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("'txt'", result.stdout + result.stderr)
