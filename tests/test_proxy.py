@@ -364,6 +364,8 @@ class ProxyIntegrationTests(SynchronousTestCase):
                 "haproxy:headerTimeout=1:tcp:0:interface=127.0.0.1",
                 "--processor",
                 "tests.test_proxy:Peer",
+                "--deny",
+                "198.51.100.0/24",
             ]
         )
         self.addCleanup(self.server.stop)
@@ -394,6 +396,18 @@ class ProxyIntegrationTests(SynchronousTestCase):
                     self.assertEqual(
                         receive_lines(sock, 1), [expected], (header, split)
                     )
+
+    def test_access_control_on_real_address(self) -> None:
+        """
+        --deny applies to the address in the PROXY header, not to the
+        proxy's: a denied client is closed without a byte, others served.
+        """
+        with self.connect() as sock:
+            sock.sendall(v1("198.51.100.9") + b"hi\n")
+            self.assertEqual(_read_all(sock), b"")
+        with self.connect() as sock:
+            sock.sendall(v2("203.0.113.8", 1234) + b"hi\n")
+            self.assertEqual(receive_lines(sock, 1), [b"203.0.113.8 1234"])
 
     def test_malformed_and_silent_refused(self) -> None:
         """
