@@ -34,6 +34,7 @@ from twisted.logger import Logger
 
 from echoplus.access import AccessPolicy, peer_ip
 from echoplus.errors import ConnectionTimeout, Overloaded
+from echoplus.logs import format_address
 
 if TYPE_CHECKING:
     from echoplus.config import ListenerSettings
@@ -250,7 +251,7 @@ class ConnectionPolicies:
         self._log.info(
             "Connection {connection_id} from {peer}: {kind}: {message}",
             connection_id=self.context.id,
-            peer=self.context.peer,
+            peer=format_address(self.context.peer),
             kind=error.kind,
             message=error.message,
         )
@@ -377,7 +378,10 @@ class ListenerPolicies:
         """
         if self.access.permits(peer):
             return False
-        self._log.info("Connection from {peer} refused by --allow/--deny", peer=peer)
+        self._log.info(
+            "Connection from {peer} refused by --allow/--deny",
+            peer=format_address(peer),
+        )
         return True
 
     def admission(self, peer: object) -> Overloaded | None:

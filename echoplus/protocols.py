@@ -52,6 +52,7 @@ from echoplus.framing import (
     RawDecoder,
     RawEncoder,
 )
+from echoplus.logs import format_address
 from echoplus.policies import ConnectionPolicies
 from echoplus.transports import choose_writer
 
@@ -326,19 +327,22 @@ class FramedProtocol(ConnectionPolicies, Protocol):
         else:
             self._write_payloads([payload])
 
-    def send_shared(self, payload: bytes, encodings: dict[Any, bytes]) -> None:
+    def send_shared(self, payload: bytes, encodings: dict[Any, bytes]) -> bool:
         """
         Push one frame that is pushed to many connections at once (a
         fan-out): C{encodings} is shared by the whole fan-out, so the frame
         is encoded once per wire format instead of once per connection.
         Otherwise the same as L{send}.
+
+        @return: whether the frame was sent, C{False} when the connection
+            is closing.
         """
         if self._closing:
-            return
+            return False
         key = self.encoding_key() if self._batch is None else None
         if key is None:
             self.send(payload)
-            return
+            return True
         data = encodings.get(key)
         if data is None:
             payloads = [payload]
@@ -350,6 +354,7 @@ class FramedProtocol(ConnectionPolicies, Protocol):
                 data = b"".join(self._encode_each(payloads))
             encodings[key] = data
         self._write_encoded(1, data)
+        return True
 
     def encoding_key(self) -> Any:
         """
@@ -433,7 +438,7 @@ class FramedProtocol(ConnectionPolicies, Protocol):
         self._log.info(
             "Connection {connection_id} from {peer}: {kind}: {message}",
             connection_id=self.context.id,
-            peer=self.context.peer,
+            peer=format_address(self.context.peer),
             kind=error.kind,
             message=error.message,
         )
