@@ -34,7 +34,7 @@ class ConnectionContext:
     listener: str
     clock: IReactorTime = attrs.field(repr=False)
     _push: Callable[[bytes], None] = attrs.field(repr=False, alias="push")
-    _push_shared: Callable[[bytes, dict[Any, bytes]], None] | None = attrs.field(
+    _push_shared: Callable[[bytes, dict[Any, bytes]], bool] | None = attrs.field(
         default=None, repr=False, alias="push_shared"
     )
 
@@ -49,14 +49,17 @@ class ConnectionContext:
         """
         self._push(payload)
 
-    def send_shared(self, payload: bytes, encodings: dict[Any, bytes]) -> None:
+    def send_shared(self, payload: bytes, encodings: dict[Any, bytes]) -> bool:
         """
         Push one frame that goes to many connections at once: pass the same
         (initially empty) C{encodings} dict for every connection of one
         fan-out, and the frame is encoded once per wire format rather than
         once per connection.  Otherwise the same as L{send}.
+
+        @return: whether the frame was sent (C{False}: the connection is
+            closing or closed).
         """
         if self._push_shared is None:
             self._push(payload)
-        else:
-            self._push_shared(payload, encodings)
+            return True
+        return self._push_shared(payload, encodings)

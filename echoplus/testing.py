@@ -332,9 +332,9 @@ def _record_pushes(
         record(payload)
         send(payload)
 
-    def recording_send_shared(payload: bytes, encodings: dict[Any, bytes]) -> None:
+    def recording_send_shared(payload: bytes, encodings: dict[Any, bytes]) -> bool:
         record(payload)
-        send_shared(payload, encodings)
+        return send_shared(payload, encodings)
 
     protocol.send = recording_send  # type: ignore[method-assign]
     protocol.send_shared = recording_send_shared  # type: ignore[method-assign]

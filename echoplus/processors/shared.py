@@ -28,14 +28,14 @@ def fan_out(contexts: Iterable[ConnectionContext], payload: bytes) -> int:
     Push C{payload} to every connection in C{contexts}, encoding the frame
     once per wire format (see L{ConnectionContext.send_shared}).
 
-    @return: how many connections it was pushed to (closed ones included:
-        a push to a closed connection is a no-op).
+    @return: how many connections it was sent to (a push to a closing or
+        closed connection is a no-op and does not count).
     """
     encodings: dict[Any, bytes] = {}
     count = 0
     for context in list(contexts):
-        context.send_shared(payload, encodings)
-        count += 1
+        if context.send_shared(payload, encodings):
+            count += 1
     return count
 
 
