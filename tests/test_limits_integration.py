@@ -144,7 +144,7 @@ class SlowReaderTests(SynchronousTestCase):
         client is served meanwhile, and the stalled client is cut off with
         ERROR overloaded.
         """
-        server = start("--idle-timeout", "1.5")
+        server = start("--idle-timeout", "1")
         self.addCleanup(server.stop)
         assert_serves(self, server)
         before = rss_kib(server)
@@ -154,10 +154,10 @@ class SlowReaderTests(SynchronousTestCase):
         self.assertLess(sent, 100_000_000)  # backpressure stopped it
         assert_serves(self, server)
         self.assertLess(rss_kib(server) - before, 16 * 1024)
-        time.sleep(2.5)  # the stall outlasts --idle-timeout
+        time.sleep(1.8)  # the stall outlasts --idle-timeout
         received = receive_until_closed(flooder)
         self.assertTrue(
-            received.endswith(b"\nERROR overloaded: replies not read for 1.5 s\n"),
+            received.endswith(b"\nERROR overloaded: replies not read for 1 s\n"),
             received[-200:],
         )
         assert_serves(self, server)
@@ -315,7 +315,7 @@ class AccessTests(SynchronousTestCase):
     def test_denied_client_closed_without_a_byte(self) -> None:
         """
         A denied client is closed with nothing written, and the refusal is
-        logged; a listener allowing loopback serves it.
+        logged.
         """
         server = start("--deny", "127.0.0.0/8")
         self.addCleanup(server.stop)
@@ -325,10 +325,7 @@ class AccessTests(SynchronousTestCase):
             except ConnectionResetError:
                 data = b""
         self.assertEqual(data, b"")
-        server.wait_for(r"Connection from .*127\.0\.0\.1.* refused by --allow/--deny")
-        allowing = start("--allow", "127.0.0.0/8", "--deny", "10.0.0.0/8")
-        self.addCleanup(allowing.stop)
-        assert_serves(self, allowing)
+        server.wait_for(r"Connection from 127\.0\.0\.1:\d+ refused by --allow/--deny")
 
 
 class ProxiedClientTests(SynchronousTestCase):
