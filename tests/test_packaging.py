@@ -7,6 +7,13 @@ The project is built offline with the test interpreter's own setuptools and
 wheel (C{pip install --no-build-isolation --no-index}); the test extra
 installs both.  One install is made per run and copied by the tests that
 change it.
+
+The test interpreter may have echoplus installed itself (editable in
+development, non-editable in CI, where its dropin then sits in Twisted's
+own C{twisted/plugins/}).  So the subprocesses run with C{-S} and see the
+interpreter's site-packages only through a tree of symbolic links that
+leaves every echoplus file out: the install under test is the only
+echoplus they can find.
 """
 
 from __future__ import annotations
@@ -20,10 +27,12 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from site import getsitepackages
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from tests.support import REPO, TWISTD, Twistd
+from tests import support
+from tests.support import REPO, Twistd
 
 _IGNORED = shutil.ignore_patterns(
     ".git",
@@ -103,6 +112,59 @@ def installed() -> Path:
     return target
 
 
+def _without_echoplus(name: str) -> bool:
+    return "echoplus" not in name.lower()
+
+
+@functools.cache
+def dependencies() -> Path:
+    """
+    A site directory of symbolic links to everything the test interpreter
+    has installed except echoplus: its own distribution, its editable
+    finder, and its dropin and plugin cache in C{twisted/plugins/}.
+    """
+    farm = _temporary_directory() / "dependencies"
+    farm.mkdir()
+    for directory in map(Path, getsitepackages()):
+        if not directory.is_dir():
+            continue
+        for entry in directory.iterdir():
+            link = farm / entry.name
+            if link.exists() or not _without_echoplus(entry.name):
+                continue
+            if entry.name == "twisted" and (entry / "plugins").is_dir():
+                _link_twisted(entry, link)
+            else:
+                link.symlink_to(entry)
+    return farm
+
+
+def _link_twisted(twisted: Path, link: Path) -> None:
+    """
+    Link Twisted's files, but only Twisted's own plugins and no plugin
+    cache.
+    """
+    link.mkdir()
+    for entry in twisted.iterdir():
+        if entry.name != "plugins":
+            (link / entry.name).symlink_to(entry)
+    plugins = link / "plugins"
+    plugins.mkdir()
+    for entry in (twisted / "plugins").iterdir():
+        keep = entry.name not in ("dropin.cache", "__pycache__")
+        if keep and _without_echoplus(entry.name):
+            (plugins / entry.name).symlink_to(entry)
+
+
+def python_command(code: str) -> list[str]:
+    """
+    The test interpreter, without its own site-packages, running C{code}
+    with the dependencies of L{dependencies} importable.
+    """
+    prelude = f"import site; site.addsitedir({str(dependencies())!r}); "
+    return [sys.executable, "-S", "-c", prelude + code]
+
+
 def environment(site: Path) -> dict[str, str]:
     """
     An environment that finds echoplus only in C{site}.
@@ -116,19 +178,22 @@ def environment(site: Path) -> dict[str, str]:
     return env
 
 
-def run(site: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+def run(site: Path, code: str, *arguments: str) -> subprocess.CompletedProcess[str]:
     """
-    Run the test interpreter with C{arguments} against the install in
-    C{site}, from a directory outside the checkout.
+    Run C{code} with C{arguments} against the install in C{site}, from a
+    directory outside the checkout.
     """
     return subprocess.run(
-        [sys.executable, *arguments],
+        [*python_command(code), *arguments],
         capture_output=True,
         text=True,
         timeout=60,
         env=environment(site),
         cwd=str(site.parent),
     )
+
+
+_TWISTD = "from twisted.scripts.twistd import run; run()"
 
 
 def copy_of_install() -> Path:
@@ -153,11 +218,12 @@ def make_read_only(path: Path) -> None:
     os.chmod(path, os.stat(path).st_mode & ~stat.S_IWUSR)
 
 
-def serve_briefly(site: Path) -> str:
+def serve_briefly(case: SynchronousTestCase, site: Path) -> str:
     """
     Start the installed C{twistd -n echoplus} on a free loopback port, stop
     it, and return everything it logged.
     """
+    case.patch(support, "TWISTD", python_command(_TWISTD))
     server = Twistd(
         ["--listen", "tcp:0:interface=127.0.0.1"],
         env=environment(site),
@@ -195,7 +261,6 @@ class InstallTests(SynchronousTestCase):
         """
         result = run(
             installed(),
-            "-c",
             "import echoplus, twisted.plugins.echoplus_plugin as p; "
             "print(echoplus.__file__); print(p.__file__)",
         )
@@ -207,7 +272,7 @@ class InstallTests(SynchronousTestCase):
         """
         C{twistd --help} lists the C{echoplus} command from the install.
         """
-        result = run(installed(), *TWISTD[1:], "--help")
+        result = run(installed(), _TWISTD, "--help")
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertRegex(result.stdout, r"(?m)^\s+echoplus\s+Framed socket server")
 
@@ -216,7 +281,14 @@ class InstallTests(SynchronousTestCase):
         The installed C{echoplus} console script answers C{--help}.
         """
         site = installed()
-        result = run(site, str(site / "bin" / "echoplus"), "--help")
+        script = site / "bin" / "echoplus"
+        result = run(
+            site,
+            "import runpy, sys; sys.argv = sys.argv[1:]; "
+            "runpy.run_path(sys.argv[0], run_name='__main__')",
+            str(script),
+            "--help",
+        )
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn("echoplus", result.stdout)
 
@@ -235,7 +307,7 @@ class PluginCacheTests(SynchronousTestCase):
         """
         site = copy_of_install()
         (site / "twisted" / "plugins" / "dropin.cache").mkdir()
-        self.assertIn(_UNABLE, serve_briefly(site))
+        self.assertIn(_UNABLE, serve_briefly(self, site))
 
     def test_regenerated_cache_read_only(self) -> None:
         """
@@ -244,13 +316,13 @@ class PluginCacheTests(SynchronousTestCase):
         rewrite the cache (so no permission, root or not, matters).
         """
         site = copy_of_install()
-        result = run(site, "-c", _REGENERATE)
+        result = run(site, _REGENERATE)
         self.assertEqual(result.returncode, 0, result.stderr)
         cache = site / "twisted" / "plugins" / "dropin.cache"
         self.assertTrue(cache.is_file())
         before = (cache.stat().st_mtime_ns, cache.read_bytes())
         make_read_only(site)
-        output = serve_briefly(site)
+        output = serve_briefly(self, site)
         self.assertNotIn(_UNABLE, output)
         self.assertEqual((cache.stat().st_mtime_ns, cache.read_bytes()), before)
 
