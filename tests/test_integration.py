@@ -170,20 +170,21 @@ class FramingTests(SynchronousTestCase):
                 receive_until_closed(sock), b"\x02ERROR bad-frame: malformed frame\x03"
             )
 
-    def test_default_framing_and_chain(self) -> None:
+    def test_default_launch(self) -> None:
         """
-        With only C{--listen}, the server echoes lines; an over-long line
-        gets C{ERROR frame-too-long} and the connection closes.
+        With only C{--listen}, the server echoes lines; a line over the
+        default 65536-byte limit gets C{ERROR frame-too-long} and the
+        connection closes.
         """
-        server = start("--max-frame", "8")
+        server = start()
         self.addCleanup(server.stop)
         with server.connect() as sock:
             sock.sendall(b"hello\nworld\n")
             self.assertEqual(receive_lines(sock, 2), [b"hello", b"world"])
-            sock.sendall(b"much too long\n")
+            sock.sendall(b"x" * 70000 + b"\nnever answered\n")
             self.assertEqual(
                 receive_until_closed(sock),
-                b"ERROR frame-too-long: line exceeds the limit of 8 bytes\n",
+                b"ERROR frame-too-long: line exceeds the limit of 65536 bytes\n",
             )
 
 
