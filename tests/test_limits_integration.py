@@ -98,17 +98,22 @@ class FrameLimitTests(SynchronousTestCase):
 
     def test_endless_line(self) -> None:
         """
-        A line that never ends gets ERROR frame-too-long and the connection
-        closes, while another client is served.
+        A line that never ends (20 MB) gets ERROR frame-too-long and the
+        connection closes, the server's memory stays bounded, and another
+        client is served.
         """
         server = start("--max-frame", "1024")
         self.addCleanup(server.stop)
+        assert_serves(self, server)
+        before = rss_kib(server)
         with server.connect() as attacker:
             try:
-                attacker.sendall(b"y" * 1_000_000)
+                for _ in range(20):
+                    attacker.sendall(b"y" * 1_000_000)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the server has closed its side and discarded the rest
             assert_serves(self, server)
+            self.assertLess(rss_kib(server) - before, 8 * 1024)
             self.assertEqual(
                 receive_until_closed(attacker),
                 b"ERROR frame-too-long: line exceeds the limit of 1024 bytes\n",
