@@ -4,12 +4,14 @@ children for the data path, and the HTTP service serving C{/metrics} and
 C{/healthz}.
 
 Cost on the data path: a protocol makes one call per read
-(L{ListenerMetrics.received}) and one per write (L{ListenerMetrics.sent}),
-whatever the number of frames in them, on label children bound once per
-listener; nothing is looked up or allocated per message.  The
-C{echoplus_processing_seconds} histogram observes, once per read, the time
-the synchronous part of the chain took for that whole batch (see
-C{docs/operations.md}).
+(L{ListenerMetrics.received}), one per write (L{ListenerMetrics.sent}) and
+one histogram observation per read (L{ListenerMetrics.observe}, the time
+the chain took for that whole batch), whatever the number of frames; each
+only adds to plain attributes of the listener's L{ListenerMetrics}.
+L{Metrics.flush} moves those sums into the prometheus_client collectors,
+before every scrape and once a second, so the data path never takes a
+collector's lock or, in multiprocess mode, writes its file (see
+C{docs/operations.md} for the measured cost).
 
 Every collector lives in a L{CollectorRegistry} handed in, never the
 global default one, so that several services (and tests) can coexist.  In
@@ -21,15 +23,19 @@ files and the parent serves their sum.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Protocol
+from bisect import bisect_left
+from typing import Any, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder
 from twisted.application.service import Service
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from echoplus.errors import ConfigError
 
@@ -37,6 +43,7 @@ __all__ = [
     "HealthResource",
     "ListenerMetrics",
     "Metrics",
+    "MetricsResource",
     "MetricsService",
     "metrics_site",
 ]
@@ -114,6 +121,8 @@ class Metrics:
             ("listener", "kind"),
             registry=registry,
         )
+        self._listeners: list[ListenerMetrics] = []
+        self._flushing: LoopingCall | None = None
         self.processing = Histogram(
             "echoplus_processing_seconds",
             "Time the chain took, per batch of frames read at once.",
@@ -126,50 +135,95 @@ class Metrics:
         """
         The children of every collector bound to one listener's label.
         """
-        return ListenerMetrics(self, listener)
+        bound = ListenerMetrics(self, listener)
+        self._listeners.append(bound)
+        return bound
 
+    def flush(self) -> None:
+        """
+        Move what every listener counted since the last flush into the
+        collectors.  Call it on the reactor thread.
+        """
+        for listener in self._listeners:
+            listener.flush()
 
-class _Increment(Protocol):
-    def __call__(self, amount: float = 1) -> None: ...
+    def start_flushing(self, clock: IReactorTime, interval: float = 1.0) -> None:
+        """
+        Flush every C{interval} seconds (what makes the counts of a worker
+        visible to its parent's scrapes, which cannot flush it).
+        """
+        if self._flushing is None:
+            self._flushing = LoopingCall(self.flush)
+            self._flushing.clock = clock
+            self._flushing.start(interval, now=False)
+
+    def stop_flushing(self) -> None:
+        """
+        Stop the periodic flush, after a last one.
+        """
+        if self._flushing is not None:
+            if self._flushing.running:
+                self._flushing.stop()
+            self._flushing = None
+        self.flush()
 
 
 class ListenerMetrics:
     """
-    One listener's metrics, with its label children bound once: what the
-    factory and protocols of that listener call.
+    One listener's metrics: what the factory and protocols of that listener
+    call.
+
+    The per-read calls (L{received}, L{sent}, L{observe}) only add to plain
+    attributes; L{flush} moves the sums into the prometheus_client
+    collectors (on every scrape, and every second), so the data path never
+    takes their locks nor, in multiprocess mode, writes their files.
+    Connections and errors, which are rare next to reads, go straight to
+    the collectors.
+
+    @ivar frames_received: frames received so far (likewise C{frames_sent},
+        C{bytes_received}, C{bytes_sent}).
     """
 
     def __init__(self, metrics: Metrics, listener: str) -> None:
         self.listener = listener
         self.timer = metrics.timer
+        self.frames_received = self.frames_sent = 0
+        self.bytes_received = self.bytes_sent = 0
         self._errors = metrics.errors
-        self._error_children: dict[str, _Increment] = {}
+        self._error_children: dict[str, Any] = {}
         self._open = metrics.connections_open.labels(listener=listener)
-        self._accepted: _Increment = metrics.connections.labels(listener=listener).inc
-        self._frames_in: _Increment = metrics.frames_received.labels(
-            listener=listener
-        ).inc
-        self._bytes_in: _Increment = metrics.bytes_received.labels(
-            listener=listener
-        ).inc
-        self._frames_out: _Increment = metrics.frames_sent.labels(listener=listener).inc
-        self._bytes_out: _Increment = metrics.bytes_sent.labels(listener=listener).inc
-        self.observe: Callable[[float], None] = metrics.processing.labels(
-            listener=listener
-        ).observe
-        # Export the series at zero from the start, so that rates and
-        # dashboards work before the first connection.
-        self._frames_in(0)
-        self._bytes_in(0)
-        self._frames_out(0)
-        self._bytes_out(0)
-        self._accepted(0)
+        self._accepted = metrics.connections.labels(listener=listener)
+        self._totals = [
+            (name, getattr(metrics, name).labels(listener=listener))
+            for name in (
+                "frames_received",
+                "frames_sent",
+                "bytes_received",
+                "bytes_sent",
+            )
+        ]
+        self._flushed = dict.fromkeys(
+            ("frames_received", "frames_sent", "bytes_received", "bytes_sent"), 0
+        )
+        histogram = metrics.processing.labels(listener=listener)
+        self._histogram = histogram
+        self._bounds: tuple[float, ...] = tuple(getattr(histogram, "_upper_bounds", ()))
+        self._batches = [0] * len(self._bounds)
+        self._processing_sum = 0.0
+        if not (hasattr(histogram, "_buckets") and hasattr(histogram, "_sum")):
+            # An unknown prometheus_client: observe each batch directly.
+            self.observe = histogram.observe  # type: ignore[method-assign]
+        # Export every series from the start, so that rates and dashboards
+        # work before the first connection.
+        self._accepted.inc(0)
+        for _, child in self._totals:
+            child.inc(0)
 
     def opened(self) -> None:
         """
         A connection was accepted.
         """
-        self._accepted()
+        self._accepted.inc()
         self._open.inc()
 
     def closed(self) -> None:
@@ -182,26 +236,53 @@ class ListenerMetrics:
         """
         One read: C{size} bytes holding C{frames} complete frames.
         """
-        self._bytes_in(size)
-        if frames:
-            self._frames_in(frames)
+        self.frames_received += frames
+        self.bytes_received += size
 
     def sent(self, frames: int, size: int) -> None:
         """
         One write: C{frames} frames in C{size} bytes.
         """
-        self._frames_out(frames)
-        self._bytes_out(size)
+        self.frames_sent += frames
+        self.bytes_sent += size
+
+    def observe(self, seconds: float) -> None:
+        """
+        One batch took C{seconds} in the chain.
+        """
+        self._batches[bisect_left(self._bounds, seconds)] += 1
+        self._processing_sum += seconds
 
     def error(self, kind: str) -> None:
         """
         An error frame of C{kind} was sent.
         """
-        increment = self._error_children.get(kind)
-        if increment is None:
-            increment = self._errors.labels(listener=self.listener, kind=kind).inc
-            self._error_children[kind] = increment
-        increment()
+        child = self._error_children.get(kind)
+        if child is None:
+            child = self._errors.labels(listener=self.listener, kind=kind)
+            self._error_children[kind] = child
+        child.inc()
+
+    def flush(self) -> None:
+        """
+        Add what was counted since the last flush to the collectors.
+        """
+        flushed = self._flushed
+        for name, child in self._totals:
+            value = getattr(self, name)
+            if value != flushed[name]:
+                child.inc(value - flushed[name])
+                flushed[name] = value
+        batches, self._batches = self._batches, [0] * len(self._bounds)
+        total, self._processing_sum = self._processing_sum, 0.0
+        if any(batches):
+            # The histogram's own storage: per-bucket counts and the sum,
+            # exactly what observe() adds to, once per flush.
+            histogram: Any = self._histogram
+            for index, count in enumerate(batches):
+                if count:
+                    histogram._buckets[index].inc(count)
+            histogram._sum.inc(total)
 
 
 class HealthResource(Resource):
@@ -235,18 +316,71 @@ class _QuietSite(Site):
         pass
 
 
-def metrics_site(registry: CollectorRegistry, healthy: Callable[[], bool]) -> Site:
+class MetricsResource(Resource):
     """
-    A C{twisted.web} site serving C{/metrics} (prometheus_client's
-    C{MetricsResource}, which renders in the reactor's thread pool) and
-    C{/healthz}.
+    C{/metrics}: flushes the listeners' counts (on the reactor thread, so a
+    scrape sees every read so far), then renders the registry in the
+    reactor's thread pool, in the format the scraper asks for.
     """
-    # prometheus_client.twisted imports the global reactor: only import it
-    # here, once twistd has installed the reactor.
-    from prometheus_client.twisted import MetricsResource
 
+    isLeaf = True
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        reactor: Any,
+        flush: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self._registry = registry
+        self._reactor = reactor
+        self._flush = flush
+
+    def render_GET(self, request: Request) -> Any:
+        from twisted.internet.threads import deferToThreadPool
+
+        if self._flush is not None:
+            self._flush()
+        accept = request.getHeader(b"accept")
+        encoder, content_type = choose_encoder(
+            accept.decode("latin-1") if accept else ""
+        )
+        request.setHeader(b"content-type", content_type.encode("latin-1"))
+        finished: list[bool] = []
+        request.notifyFinish().addBoth(finished.append)
+        rendering = deferToThreadPool(
+            self._reactor, self._reactor.getThreadPool(), encoder, self._registry
+        )
+
+        def write(body: bytes) -> None:
+            if not finished:
+                request.write(body)
+                request.finish()
+
+        def failed(failure: Failure) -> None:
+            self._log.failure("Rendering /metrics failed", failure)
+            if not finished:
+                request.setResponseCode(500)
+                request.finish()
+
+        rendering.addCallbacks(write, failed)
+        return NOT_DONE_YET
+
+    _log = Logger()
+
+
+def metrics_site(
+    registry: CollectorRegistry,
+    healthy: Callable[[], bool],
+    reactor: Any,
+    flush: Callable[[], None] | None = None,
+) -> Site:
+    """
+    A C{twisted.web} site serving C{/metrics} (L{MetricsResource}) and
+    C{/healthz} (L{HealthResource}).
+    """
     root = Resource()
-    root.putChild(b"metrics", MetricsResource(registry))
+    root.putChild(b"metrics", MetricsResource(registry, reactor, flush))
     root.putChild(b"healthz", HealthResource(healthy))
     site = _QuietSite(root)
     site.noisy = False
@@ -270,13 +404,16 @@ class MetricsService(Service):
         registry: CollectorRegistry,
         healthy: Callable[[], bool],
         reactor: Any,
+        flush: Callable[[], None] | None = None,
     ) -> None:
         """
         @param endpoint: a Twisted server endpoint string.
         @param registry: the registry to expose.
         @param healthy: whether C{/healthz} answers 200.
         @param reactor: the reactor to listen with.
+        @param flush: called before each scrape (L{Metrics.flush}).
         """
+        self.flush = flush
         self.endpoint = endpoint
         self.registry = registry
         self.healthy = healthy
@@ -294,7 +431,7 @@ class MetricsService(Service):
             self._listen()
 
     def _listen(self) -> None:
-        site = metrics_site(self.registry, self.healthy)
+        site = metrics_site(self.registry, self.healthy, self.reactor, self.flush)
         outcome: list[Any] = []
         serverFromString(self.reactor, self.endpoint).listen(site).addBoth(
             outcome.append

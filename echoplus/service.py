@@ -143,7 +143,7 @@ class EchoPlusService(MultiService):
         self.metrics_service: MetricsService | None = None
         if metrics is not None and settings.metrics:
             self.metrics_service = MetricsService(
-                settings.metrics, metrics.registry, self.healthy, reactor
+                settings.metrics, metrics.registry, self.healthy, reactor, metrics.flush
             )
 
     def make_listener(self, listener: ListenerSettings) -> ListenerService:
@@ -227,6 +227,8 @@ class EchoPlusService(MultiService):
         super().startService()
         if self.metrics_service is not None and not self.metrics_service.running:
             self.metrics_service.startService()
+        if self.metrics is not None:
+            self.metrics.start_flushing(self.reactor)
         self._handle_sighup()
 
     def _handle_sighup(self) -> None:
@@ -249,6 +251,8 @@ class EchoPlusService(MultiService):
         self.draining = True
         stopped = super().stopService()
         stopped.addCallback(lambda _: self.drainer.drain())
+        if self.metrics is not None:
+            stopped.addCallback(lambda _: self.metrics.stop_flushing())
         if self.metrics_service is not None:
             stopped.addCallback(lambda _: self.metrics_service.stopService())
         return stopped

@@ -52,6 +52,10 @@ def connect(metrics: Metrics, **settings: object) -> tuple[object, StringTranspo
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
+    """
+    One sample's value after a flush, as a scrape would see it.
+    """
+    metrics.flush()
     return metrics.registry.get_sample_value(
         name, {"listener": ListenerSettings().endpoint, **labels}
     )
@@ -180,6 +184,73 @@ class MetricsTests(SynchronousTestCase):
         self.assertEqual(
             sample(metrics, "echoplus_errors_total", kind="frame-too-long"), 1
         )
+
+    def test_flush_adds_only_new_counts(self) -> None:
+        """
+        Counts stay out of the collectors until a flush, and each flush
+        adds only what came since the previous one.
+        """
+        metrics = Metrics()
+        listener = metrics.for_listener("a")
+        listener.received(2, 10)
+        value = metrics.registry.get_sample_value
+        labels = {"listener": "a"}
+        self.assertEqual(value("echoplus_frames_received_total", labels), 0)
+        metrics.flush()
+        metrics.flush()
+        self.assertEqual(value("echoplus_frames_received_total", labels), 2)
+        listener.received(1, 5)
+        listener.sent(3, 15)
+        metrics.flush()
+        self.assertEqual(value("echoplus_frames_received_total", labels), 3)
+        self.assertEqual(value("echoplus_bytes_received_total", labels), 15)
+        self.assertEqual(value("echoplus_frames_sent_total", labels), 3)
+
+    def test_flushed_histogram_matches_observe(self) -> None:
+        """
+        A flushed histogram has the buckets, count and sum that observing
+        every value directly gives.
+        """
+        values = [0.000001, 0.00002, 0.00002, 0.3, 0.3, 7.0, 100.0]
+        batched, direct = Metrics(), Metrics()
+        listener = batched.for_listener("a")
+        for seconds in values:
+            listener.observe(seconds)
+        batched.flush()
+        child = direct.processing.labels(listener="a")
+        for seconds in values:
+            child.observe(seconds)
+
+        def samples(metrics: Metrics) -> list[tuple[str, dict, float]]:
+            return [
+                (sample.name, sample.labels, sample.value)
+                for family in metrics.registry.collect()
+                if family.name == "echoplus_processing_seconds"
+                for sample in family.samples
+                if not sample.name.endswith("_created")
+            ]
+
+        self.assertEqual(samples(batched), samples(direct))
+
+    def test_periodic_flush(self) -> None:
+        """
+        Once started, flushes happen every interval on the given clock, and
+        stopping flushes a last time.
+        """
+        clock = Clock()
+        metrics = Metrics()
+        listener = metrics.for_listener("a")
+        metrics.start_flushing(clock, 1.0)
+        listener.received(1, 1)
+        value = metrics.registry.get_sample_value
+        labels = {"listener": "a"}
+        self.assertEqual(value("echoplus_frames_received_total", labels), 0)
+        clock.advance(1.0)
+        self.assertEqual(value("echoplus_frames_received_total", labels), 1)
+        listener.received(1, 1)
+        metrics.stop_flushing()
+        self.assertEqual(value("echoplus_frames_received_total", labels), 2)
+        self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_off_by_default(self) -> None:
         """
