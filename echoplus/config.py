@@ -112,6 +112,9 @@ class OptionSpec:
 
     @property
     def environment_variable(self) -> str:
+        """
+        The environment variable that sets this option.
+        """
         return "ECHOPLUS_" + self.key.upper()
 
 

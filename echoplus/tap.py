@@ -105,6 +105,8 @@ def makeService(options: Mapping[str, Any]) -> IService:
         settings = workers.worker_settings(settings)
     # SIGHUP re-reads the file and the environment under the same command line.
     command_line = dict(options)
+    if command_line.get("config"):  # twistd --rundir changes directory later
+        command_line["config"] = os.path.abspath(command_line["config"])
 
     def load() -> Settings:
         reloaded = load_settings(command_line, os.environ)
