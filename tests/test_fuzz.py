@@ -467,6 +467,77 @@ class WireHygieneTests(SynchronousTestCase):
         self.flushLoggedErrors()
 
 
+#: One step of a client's life: (operation, argument).
+operations = st.one_of(
+    st.tuples(
+        st.just("feed"),
+        st.lists(st.sampled_from([b"a", b"bb", b"\n", b"x" * 30]), max_size=12).map(
+            b"".join
+        ),
+    ),
+    st.tuples(st.just("advance"), st.sampled_from([0.0, 0.1, 0.6, 1.5, 3.0])),
+    st.tuples(st.just("pause"), st.none()),
+    st.tuples(st.just("resume"), st.none()),
+    st.tuples(st.just("push"), st.integers(1, 30_000)),
+    st.tuples(st.just("close_read"), st.none()),
+)
+
+
+class PolicyFuzzTests(SynchronousTestCase):
+    """
+    Random interleavings of input, time, transport pauses and pushes with
+    every policy on: the output stays valid and closing never hangs.
+    """
+
+    @settings(max_examples=150, deadline=None)
+    @given(steps=st.lists(operations, max_size=25))
+    def test_policies_interleaved(self, steps: list[tuple[str, Any]]) -> None:
+        """
+        Replies, pushes, then at most one error frame and nothing after it;
+        the connection always ends up closed once the clock runs on.
+        """
+        listener = Listener(
+            "prefix(text=re:)",
+            max_frame=MAX_FRAME,
+            max_write_buffer=70_000,
+            idle_timeout=5,
+            frame_timeout=2,
+            rate_limit=20,
+            rate_burst=5,
+        )
+        protocol, transport = listener.connect()
+        paused = False
+        for operation, argument in steps:
+            # The transport pauses and resumes only a registered producer.
+            producing = transport.producer is protocol
+            if operation == "feed" and not transport.disconnecting:
+                protocol.dataReceived(argument)
+            elif operation == "advance":
+                listener.clock.advance(argument)
+            elif operation == "pause" and producing and not paused:
+                paused = True
+                protocol.pauseProducing()
+            elif operation == "resume" and producing and paused:
+                paused = False
+                protocol.resumeProducing()
+            elif operation == "push":
+                protocol.context.send(b"p" * argument)
+            elif operation == "close_read" and not transport.disconnecting:
+                protocol.readConnectionLost()
+        listener.clock.pump([1.0] * 20)
+        self.assertTrue(transport.disconnecting)
+        frames, error, reader = decode_all("line", [transport.value()], 1 << 20)
+        self.assertIsNone(error)
+        self.assertEqual(reader.buffered, 0)
+        errors = [i for i, frame in enumerate(frames) if frame.startswith(b"ERROR")]
+        self.assertLessEqual(len(errors), 1)
+        for index in errors:
+            self.assertEqual(index, len(frames) - 1)
+            self.assertRegex(frames[index], ANY_ERROR)
+        for frame in frames[: len(frames) - len(errors)]:
+            self.assertTrue(frame.startswith((b"re:", b"p")), frame[:20])
+
+
 class FramingsCoveredTests(SynchronousTestCase):
     """
     The fuzz tests keep up with the framing registry.
