@@ -160,11 +160,11 @@ class FramedProtocol(ConnectionPolicies, Protocol):
             push_shared=self.send_shared,
         )
         self._configure()
+        self._init_policies()
         self.transport.registerProducer(self, True)
         # Chosen once per connection: a direct socket send on plain TCP/UNIX
         # transports (twisted/twisted#5303), transport.write elsewhere.
         self._send = choose_writer(self.transport, self)
-        self._init_policies()
         refusal = factory.policies.admission(self.context.peer)
         if refusal is not None:  # --max-connections, --max-per-peer
             self.fail(refusal)
