@@ -8,9 +8,11 @@ from __future__ import annotations
 import inspect
 
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
 
 import examples.stx_etx
 import examples.tlv
+from echoplus.interfaces import IConnectionObserver, IProcessor
 from echoplus.testing import FrameHarness
 from examples.chat.rooms import ChatRooms
 from tests.support import Twistd, receive_exactly, receive_lines, receive_until_closed
@@ -136,6 +138,13 @@ class ChatRoomsTests(SynchronousTestCase):
         self.bob.send(b"NICK bob", b"JOIN lobby")
         self.carol.send(b"NICK carol", b"JOIN kitchen")
         self.rooms: ChatRooms = self.harness.protocol.processors[0][1]
+
+    def test_interfaces(self) -> None:
+        """
+        ChatRooms provides IProcessor and IConnectionObserver.
+        """
+        verifyObject(IProcessor, self.rooms)
+        verifyObject(IConnectionObserver, self.rooms)
 
     def test_join_announced(self) -> None:
         """

@@ -6,11 +6,14 @@ trial C{TestCase}.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import pytest_twisted
 from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from echoplus.testing import LiveListener, serve
 
@@ -119,3 +122,21 @@ class ServeTests(TestCase):
         client = yield listener.connect()
         replies = yield client.request(b"abc", b"de")
         self.assertEqual(replies, [b"CBA", b"ED"])
+
+
+class ImportTests(SynchronousTestCase):
+    """
+    The plugin is loaded by every pytest run: it must not install a reactor.
+    """
+
+    def test_no_reactor_on_import(self) -> None:
+        """
+        Importing the plugin and the test kit imports no global reactor, so
+        pytest-twisted (or trial) can still install its own.
+        """
+        code = (
+            "import sys, echoplus.pytest_plugin, echoplus.testing; "
+            "sys.exit('twisted.internet.reactor' in sys.modules)"
+        )
+        result = subprocess.run([sys.executable, "-c", code], timeout=60)
+        self.assertEqual(result.returncode, 0)
