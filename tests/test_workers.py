@@ -10,6 +10,8 @@ import re
 import signal
 import socket
 import threading
+import time
+import urllib.request
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -271,7 +273,28 @@ def alive(pid: int) -> bool:
         return False
 
 
-def start_pool(test: SynchronousTestCase, workers: int = 2) -> tuple[Twistd, dict]:
+def wait_for_frames(url: str, expected: int, timeout: float = 10) -> None:
+    """
+    Scrape C{url} until the frames received by all workers reach
+    C{expected} (workers flush their counts every second).
+    """
+    key = f'echoplus_frames_received_total{{listener="{LISTEN}"}}'
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith(key + " "):
+                    value = float(line.rsplit(" ", 1)[1])
+        if value == expected:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"frames received: {value}, expected {expected}")
+
+
+def start_pool(
+    test: SynchronousTestCase, workers: int = 2, *extra: str
+) -> tuple[Twistd, dict]:
     server = Twistd(
         [
             "--listen",
@@ -280,6 +303,7 @@ def start_pool(test: SynchronousTestCase, workers: int = 2) -> tuple[Twistd, dic
             str(workers),
             "--processor",
             "tests.test_workers:Pid",
+            *extra,
         ]
     )
     test.addCleanup(server.stop)
@@ -291,16 +315,23 @@ def start_pool(test: SynchronousTestCase, workers: int = 2) -> tuple[Twistd, dic
 class WorkerPoolTests(SynchronousTestCase):
     def test_serve_restart_and_stop(self) -> None:
         """
-        Two workers both serve the shared port; a killed worker is replaced
-        and serving goes on; SIGTERM stops the parent and every worker.
+        Two workers both serve the shared port, and the parent's /metrics
+        counts the frames of both; a killed worker is replaced and serving
+        goes on; SIGTERM stops the parent and every worker.
         """
-        server, pids = start_pool(self)
+        server, pids = start_pool(self, 2, "--metrics", "tcp:0:interface=127.0.0.1")
+        [metrics] = re.findall(
+            r"echoplus metrics on \S+ at (\S+)", server.drain_output()
+        )
         seen = set()
+        requests = 0
         for _ in range(60):
             seen.add(reply_pid(server.port))
+            requests += 1
             if len(seen) == 2:
                 break
         self.assertEqual(seen, set(pids.values()))
+        wait_for_frames(f"http://{metrics}/metrics", requests)
 
         os.kill(pids[0], signal.SIGKILL)
         server.wait_for(rf"Worker 0 \(pid {pids[0]}\) exited")
@@ -311,10 +342,12 @@ class WorkerPoolTests(SynchronousTestCase):
         seen = set()
         for _ in range(60):
             seen.add(reply_pid(server.port))
+            requests += 1
             if replacement in seen:
                 break
         self.assertIn(replacement, seen)
         self.assertNotIn(pids[0], seen)
+        wait_for_frames(f"http://{metrics}/metrics", requests)
 
         self.assertEqual(server.stop(timeout=30), 0)
         self.assertFalse(alive(replacement))
