@@ -175,20 +175,23 @@ class IntPrefixDecoder(BufferedDecoder):
         unpack_from = self._unpack_from
         max_frame = self.max_frame
         end_of_data = len(data)
+        append = frames.append
         offset = 0
-        while end_of_data - offset >= size:
-            (length,) = unpack_from(data, offset)
+        start = size
+        while start <= end_of_data:
+            length = unpack_from(data, offset)[0]
             if length > max_frame:
                 self.error = FrameTooLong(
                     f"frame of {length} bytes exceeds the limit of {max_frame}"
                 )
                 return end_of_data
-            end = offset + size + length
+            end = start + length
             if end > end_of_data:
                 self.need = end - offset
                 return offset
-            frames.append(data[offset + size : end])
+            append(data[start:end])
             offset = end
+            start = end + size
         self.need = size
         return offset
 
@@ -212,6 +215,7 @@ class NetstringDecoder(BufferedDecoder):
         max_frame = self.max_frame
         max_digits = self._max_digits
         end_of_data = len(data)
+        append = frames.append
         offset = 0
         while offset < end_of_data:
             colon = data.find(b":", offset, offset + max_digits + 1)
@@ -222,11 +226,12 @@ class NetstringDecoder(BufferedDecoder):
                     return offset
                 return end_of_data
             digits = data[offset:colon]
-            self._check_length_digits(digits)
-            if self.error is not None:
-                return end_of_data
-            if not digits:
-                self.error = BadFrame("netstring length is empty")
+            if not digits.isdigit() or (digits[0] == 0x30 and colon - offset > 1):
+                # Not a plain decimal length (checked inline: this runs
+                # per frame); find out what is wrong with it.
+                self._check_length_digits(digits)
+                if self.error is None:
+                    self.error = BadFrame("netstring length is empty")
                 return end_of_data
             length = int(digits)
             if length > max_frame:
@@ -241,7 +246,7 @@ class NetstringDecoder(BufferedDecoder):
             if data[end] != 0x2C:  # b","
                 self.error = BadFrame("netstring is missing its trailing comma")
                 return end_of_data
-            frames.append(data[colon + 1 : end])
+            append(data[colon + 1 : end])
             offset = end + 1
         self.need = 1
         return offset
