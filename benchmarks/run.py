@@ -369,7 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "needs more than 2 cores and is not measured here)"
     )
     if arguments.json:
-        Path(arguments.json).write_text(json.dumps(results, indent=1, sort_keys=True))
+        Path(arguments.json).write_text(json.dumps(results, indent=1))
     if arguments.chart:
         from chart import draw
 
