@@ -271,3 +271,39 @@ class DirectWriterTests(SynchronousTestCase):
         self.assertEqual(_receive_all(peer), b"")
         self.assertEqual(transport._tempDataLen, 0)
         self.assertNotIn(transport, reactor.getWriters())
+
+
+class ProtocolDirectSendTests(SynchronousTestCase):
+    """
+    An echoplus protocol on a plain TCP transport answers a read within
+    that read, in one send, before any reactor turn.
+    """
+
+    def _connect(self, transport_kind: type = tcp.Server) -> tuple[Any, Any, Any]:
+        from twisted.internet.task import Clock
+
+        from echoplus.config import ListenerSettings
+        from echoplus.factory import EchoPlusFactory
+
+        factory = EchoPlusFactory(ListenerSettings(endpoint="tcp:0"), Clock())
+        transport, peer, reactor = _pair(self, transport_kind)
+        protocol = factory.buildProtocol(transport.getPeer())
+        transport.protocol = protocol
+        protocol.makeConnection(transport)
+        self.addCleanup(protocol.connectionLost)
+        return protocol, peer, reactor
+
+    def test_replies_leave_within_the_read(self) -> None:
+        """All replies of one read reach the peer with no reactor turn."""
+        protocol, peer, reactor = self._connect()
+        protocol.dataReceived(b"one\ntwo\nthree\n")
+        self.assertEqual(_receive_all(peer), b"one\ntwo\nthree\n")
+        self.assertNotIn(protocol.transport, reactor.getWriters())
+
+    def test_replies_queue_behind_unsent_output(self) -> None:
+        """With output already queued, new replies follow it in order."""
+        protocol, peer, _ = self._connect()
+        protocol.transport.write(b"queued\n")
+        protocol.dataReceived(b"next\n")
+        self.assertEqual(_receive_all(peer), b"")
+        self.assertEqual(_flush(protocol.transport, peer), b"queued\nnext\n")
