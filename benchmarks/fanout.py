@@ -19,6 +19,7 @@ subscriber) and deliveries per second of that closed loop.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import selectors
 import socket
@@ -92,6 +93,7 @@ def end_to_end(subscribers: int, publishes: int, size: int) -> dict[str, float]:
         publisher = server.connect()
         message = b"PUB bench " + b"x" * size + b"\n"
         first, last = [], []
+        cpu_before = _cpu_seconds(server.process.pid)
         started = time.perf_counter()
         for _ in range(publishes):
             sent = time.perf_counter()
@@ -101,6 +103,7 @@ def end_to_end(subscribers: int, publishes: int, size: int) -> dict[str, float]:
             last.append(times[-1] - sent)
             _read_lines(publisher, 1)
         elapsed = time.perf_counter() - started
+        server_cpu = _cpu_seconds(server.process.pid) - cpu_before
     finally:
         for sock in sockets:
             sock.close()
@@ -110,6 +113,7 @@ def end_to_end(subscribers: int, publishes: int, size: int) -> dict[str, float]:
         "latency to last subscriber, median (ms)": statistics.median(last) * 1e3,
         "latency to last subscriber, p99 (ms)": _percentile(last, 0.99) * 1e3,
         "deliveries per second": subscribers * publishes / elapsed,
+        "server CPU per delivery (us)": server_cpu / (subscribers * publishes) * 1e6,
     }
 
 
@@ -132,6 +136,15 @@ def _deliveries(selector: selectors.BaseSelector, count: int) -> list[float]:
     if len(done) < count:
         raise SystemExit(f"only {len(done)} of {count} deliveries arrived")
     return done
+
+
+def _cpu_seconds(pid: int) -> float:
+    """
+    User plus system CPU time of process C{pid} so far, in seconds.
+    """
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _read_lines(sock: socket.socket, count: int) -> None:
