@@ -20,6 +20,8 @@ project with echoplus and pytest-twisted installed has them:
   - C{echoplus_serve}: a function C{serve(framing, processors, **limits)}
     returning a L{Deferred} of a L{echoplus.testing.LiveListener}, for
     several listeners or settings chosen in the test.
+  - C{echoplus_harness}: an in-memory L{echoplus.testing.FrameHarness}
+    configured by the same marker (no sockets, no reactor).
 
 Listeners and their clients are stopped after the test.  Nothing here
 imports the reactor before pytest-twisted installed it.
@@ -31,7 +33,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-__all__ = ["echoplus_listener", "echoplus_serve"]
+__all__ = ["echoplus_harness", "echoplus_listener", "echoplus_serve"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -95,9 +97,29 @@ def echoplus_listener(
     (line-framed echo without one).
     """
     _, blockon = _twisted()
-    marker = request.node.get_closest_marker("echoplus")
-    args = marker.args if marker is not None else ()
-    kwargs = marker.kwargs if marker is not None else {}
+    args, kwargs = _marker_arguments(request)
     listener = blockon(echoplus_serve(*args, **kwargs))
     blockon(listener.connect())
     return listener
+
+
+@pytest.fixture
+def echoplus_harness(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """
+    An in-memory L{echoplus.testing.FrameHarness} whose settings come from
+    the test's C{echoplus} marker (line-framed echo without one); stopped
+    after the test.
+    """
+    from echoplus.testing import FrameHarness
+
+    args, kwargs = _marker_arguments(request)
+    harness = FrameHarness(*args, **kwargs)
+    yield harness
+    harness.stop()
+
+
+def _marker_arguments(request: pytest.FixtureRequest) -> tuple[Any, dict[str, Any]]:
+    marker = request.node.get_closest_marker("echoplus")
+    if marker is None:
+        return (), {}
+    return marker.args, dict(marker.kwargs)

@@ -76,6 +76,29 @@ async def test_receive_fails_when_the_server_closes(echoplus_serve):
         await waiting
 
 
+@pytest.mark.echoplus("int16", ["pubsub"], max_frame=100)
+def test_harness_fixture_follows_its_marker(echoplus_harness):
+    """
+    The echoplus_harness fixture is a FrameHarness built from the marker.
+    """
+    subscriber = echoplus_harness.client()
+    subscriber.send(b"SUB t")
+    echoplus_harness.send(b"PUB t hi")
+    assert echoplus_harness.settings.framing == "int16"
+    assert echoplus_harness.settings.max_frame == 100
+    assert echoplus_harness.replies() == [b"OK PUB 1"]
+    assert subscriber.replies() == [b"OK SUB t", b"MSG t hi"]
+
+
+def test_harness_fixture_defaults_to_line_echo(echoplus_harness):
+    """
+    Without a marker the harness fixture is line-framed echo.
+    """
+    echoplus_harness.send(b"hi")
+    assert echoplus_harness.replies() == [b"hi"]
+    assert echoplus_harness.written == b"hi\n"
+
+
 async def _until_connected(listener: LiveListener, count: int) -> None:
     """
     Wait (bounded) until the server has accepted C{count} connections.
