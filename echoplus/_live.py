@@ -17,7 +17,7 @@ from twisted.internet.defer import (
     gatherResults,
     maybeDeferred,
 )
-from twisted.internet.endpoints import clientFromString, serverFromString
+from twisted.internet.endpoints import clientFromString
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory, Protocol, connectionDone
@@ -25,6 +25,7 @@ from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
 from echoplus._testkit import ObjectChain, listener_settings
+from echoplus.endpoints import server_from_string
 from echoplus.factory import EchoPlusFactory
 from echoplus.protocols import FramedProtocol
 
@@ -194,7 +195,9 @@ def serve(
 ) -> Deferred[LiveListener]:
     """
     Start a real listener on C{endpoint} (a free loopback port by default)
-    on C{reactor}, with the same arguments as L{FrameHarness}.
+    on C{reactor}, with the same arguments as L{FrameHarness}.  The
+    endpoint string is read as C{--listen} reads it (echoplus's own
+    C{ssl:} and C{haproxy:} included).
 
     Use it from a trial C{TestCase}::
 
@@ -210,5 +213,5 @@ def serve(
         framing, chain.entries, {"endpoint": endpoint, **limits}
     )
     factory = EchoPlusFactory(settings, reactor, chain)
-    listening = serverFromString(reactor, endpoint).listen(factory)
+    listening = server_from_string(reactor, endpoint).listen(factory)
     return listening.addCallback(lambda port: LiveListener(factory, port, reactor))

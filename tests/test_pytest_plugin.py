@@ -99,6 +99,19 @@ def test_harness_fixture_defaults_to_line_echo(echoplus_harness):
     assert echoplus_harness.written == b"hi\n"
 
 
+@pytest_twisted.ensureDeferred
+async def test_serve_on_a_unix_socket(echoplus_serve, tmp_path):
+    """
+    echoplus_serve takes any endpoint string; a UNIX socket gets a unix:
+    client endpoint.
+    """
+    path = tmp_path / "echo.sock"
+    listener = await echoplus_serve("netstring", "reverse", endpoint=f"unix:{path}")
+    assert listener.endpoint == f"unix:{path}"
+    client = await listener.connect()
+    assert await client.request(b"abc") == [b"cba"]
+
+
 async def _until_connected(listener: LiveListener, count: int) -> None:
     """
     Wait (bounded) until the server has accepted C{count} connections.
