@@ -112,6 +112,22 @@ async def test_serve_on_a_unix_socket(echoplus_serve, tmp_path):
     assert await client.request(b"abc") == [b"cba"]
 
 
+@pytest_twisted.ensureDeferred
+async def test_receive_times_out(echoplus_serve):
+    """
+    Waiting for a frame that never comes fails with a timeout, not a hang,
+    and the client can still be used afterwards.
+    """
+    listener = await echoplus_serve("line", "broadcast")
+    client = await listener.connect()
+    with pytest.raises(defer.TimeoutError):
+        await client.receive(1, timeout=0.2)
+    other = await listener.connect()
+    await _until_connected(listener, 2)
+    other.send(b"late")
+    assert await client.receive() == [b"late"]
+
+
 async def _until_connected(listener: LiveListener, count: int) -> None:
     """
     Wait (bounded) until the server has accepted C{count} connections.
