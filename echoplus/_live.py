@@ -56,14 +56,23 @@ class LiveClient(Protocol):
         self.connected_ = False
 
     def connectionMade(self) -> None:
+        """
+        The client is connected.
+        """
         self.connected_ = True
 
     def dataReceived(self, data: bytes) -> None:
+        """
+        Decode frames and hand them to whoever waits for them.
+        """
         decode = self._codec.decode_frame
         self._frames.extend(decode(frame) for frame in self._decoder.feed(data))
         self._serve_waiters()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """
+        Fail every wait that cannot be satisfied any more; fire C{closed}.
+        """
         self.connected_ = False
         waiting, self._waiting = self._waiting, []
         for count, deferred in waiting:

@@ -133,6 +133,9 @@ class HarnessClock(Clock):
         self._settle = settle
 
     def advance(self, amount: float) -> None:
+        """
+        Move time forward by C{amount} seconds, running each due call at its time.
+        """
         target = self.seconds() + amount
         for _ in range(100_000):
             due = [
@@ -165,6 +168,9 @@ class HarnessTransport(StringTransport):
         self._producer_paused = False
 
     def write(self, data: bytes) -> None:
+        """
+        Record C{data}; deliver it, or hold it while the client does not read.
+        """
         super().write(data)
         if not data:
             return
@@ -179,9 +185,15 @@ class HarnessTransport(StringTransport):
                 self.producer.pauseProducing()
 
     def writeSequence(self, data: Iterable[bytes]) -> None:
+        """
+        Write every chunk of C{data}, as one write.
+        """
         self.write(b"".join(data))
 
     def loseWriteConnection(self) -> None:
+        """
+        Half-close: the server will write nothing more.
+        """
         self.write_closed = True
 
     def read_all(self) -> None:

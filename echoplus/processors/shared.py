@@ -52,12 +52,21 @@ class Broadcast:
         self.connections: dict[ConnectionContext, None] = {}
 
     def connection_made(self, context: ConnectionContext) -> None:
+        """
+        Add the new connection to the listener's connections.
+        """
         self.connections[context] = None
 
     def connection_lost(self, context: ConnectionContext, reason: Failure) -> None:
+        """
+        Forget the closed connection.
+        """
         self.connections.pop(context, None)
 
     def process(self, message: bytes, context: ConnectionContext) -> None:
+        """
+        Push C{message} to every other connection; no reply.
+        """
         fan_out((other for other in self.connections if other is not context), message)
 
 
@@ -84,13 +93,22 @@ class PubSub:
         self.subscriptions: dict[ConnectionContext, set[bytes]] = {}
 
     def connection_made(self, context: ConnectionContext) -> None:
+        """
+        Nothing to do: a connection joins the tables when it subscribes.
+        """
         pass
 
     def connection_lost(self, context: ConnectionContext, reason: Failure) -> None:
+        """
+        Remove the closed connection from every topic it subscribed to.
+        """
         for topic in self.subscriptions.pop(context, ()):
             self._forget(topic, context)
 
     def process(self, message: bytes, context: ConnectionContext) -> bytes:
+        """
+        Answer one C{SUB}, C{UNSUB} or C{PUB} request.
+        """
         command, _, rest = message.partition(b" ")
         if command == b"PUB":
             topic, space, payload = rest.partition(b" ")
