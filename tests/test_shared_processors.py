@@ -222,6 +222,32 @@ class PubSubTests(SynchronousTestCase):
         harness.send(b"PUB all x")
         self.assertEqual(harness.replies(), [b"OK PUB 0"])
 
+    def test_subscription_limit(self) -> None:
+        """
+        A connection cannot subscribe to more than max_topics topics;
+        re-subscribing to one it has is fine.
+        """
+        harness = FrameHarness("line", "pubsub(max_topics=2)")
+        harness.send(b"SUB a", b"SUB b", b"SUB a", b"SUB c", b"UNSUB a", b"SUB c")
+        self.assertEqual(
+            harness.replies(),
+            [
+                b"OK SUB a",
+                b"OK SUB b",
+                b"OK SUB a",
+                b"ERROR bad-request: at most 2 subscriptions",
+                b"OK UNSUB a",
+                b"OK SUB c",
+            ],
+        )
+
+    def test_bad_subscription_limit(self) -> None:
+        """
+        A max_topics that is not a positive whole number is refused.
+        """
+        for value in ["lots", "0"]:
+            self.assertRaises(ValueError, PubSub, value)
+
     def test_unsubscribe_forgets(self) -> None:
         """
         Unsubscribing from the last topic leaves no table entry behind.

@@ -81,14 +81,25 @@ class PubSub:
     C{OK PUB <n>} after every one of the topic's C{n} subscribers (the
     publisher too, if subscribed) was sent C{MSG <topic> <payload>}.
     Anything else is C{ERROR bad-request: ...}.  A topic is one word of
-    non-space bytes.
+    non-space bytes.  A connection may subscribe to at most C{max_topics}
+    topics (a bad request beyond), so no client can grow the tables without
+    bound.
 
     @ivar topics: topic to its subscribers; a topic with no subscriber is
         removed.
     @ivar subscriptions: connection to the topics it subscribed to.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_topics: Any = 1000) -> None:
+        """
+        @param max_topics: the most topics one connection may subscribe to.
+        """
+        try:
+            self.max_topics = int(max_topics)
+        except (TypeError, ValueError):
+            raise ValueError(f"max_topics must be a whole number, not {max_topics!r}")
+        if self.max_topics < 1:
+            raise ValueError(f"max_topics must be at least 1, not {max_topics!r}")
         self.topics: dict[bytes, dict[ConnectionContext, None]] = {}
         self.subscriptions: dict[ConnectionContext, set[bytes]] = {}
 
@@ -120,8 +131,11 @@ class PubSub:
             return b"OK PUB %d" % (sent,)
         if command == b"SUB":
             _check_topic(rest)
+            topics = self.subscriptions.setdefault(context, set())
+            if rest not in topics and len(topics) >= self.max_topics:
+                raise RequestError(f"at most {self.max_topics} subscriptions")
+            topics.add(rest)
             self.topics.setdefault(rest, {})[context] = None
-            self.subscriptions.setdefault(context, set()).add(rest)
             return b"OK SUB " + rest
         if command == b"UNSUB":
             _check_topic(rest)
@@ -159,5 +173,6 @@ SHARED_BUILTINS: tuple[ProcessorFactory, ...] = (
         "topics: SUB <topic>, UNSUB <topic>, PUB <topic> <payload> "
         "(subscribers get MSG <topic> <payload>)",
         PubSub,
+        options={"max_topics": "most topics one connection may subscribe to (1000)"},
     ),
 )
