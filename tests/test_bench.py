@@ -17,14 +17,8 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from echoplus.bench import (
-    BenchOptions,
-    BenchResult,
-    _percentiles,
-    format_summary,
-    parse_client_endpoint,
-    run_bench,
-)
+from echoplus.bench import BenchOptions, BenchResult, format_summary, run_bench
+from echoplus.benchclient import parse_client_endpoint, percentiles
 from echoplus.cli import main
 from tests.support import Twistd
 
@@ -71,13 +65,13 @@ class PercentilesTests(SynchronousTestCase):
 
     def test_weighted(self) -> None:
         """A sample covering most replies is the median."""
-        result = _percentiles([0.001, 0.002, 0.010], [1, 97, 2])
+        result = percentiles([0.001, 0.002, 0.010], [1, 97, 2])
         self.assertEqual(result["p50"], 2000.0)
         self.assertEqual(result["p99"], 10000.0)
 
     def test_empty(self) -> None:
         """No samples give zeros rather than an error."""
-        self.assertEqual(_percentiles([], [])["p50"], 0.0)
+        self.assertEqual(percentiles([], [])["p50"], 0.0)
 
 
 class SummaryTests(SynchronousTestCase):
