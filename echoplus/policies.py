@@ -276,6 +276,20 @@ class ConnectionPolicies:
             self._pause("rate")
             self._rate_call = self.factory.clock.callLater(delay, self._rate_ready)
 
+    def _set_rate(self, rate: float, burst: int) -> None:
+        """
+        Apply a reloaded C{--rate-limit}/C{--rate-burst} at once: a full
+        bucket at the new rate, or none; a rate pause ends.
+        """
+        clock = self.factory.clock
+        self._rate = (
+            RateLimiter.for_settings(rate, burst, clock.seconds()) if rate > 0 else None
+        )
+        if self._rate_call is not None and self._rate_call.active():
+            self._rate_call.cancel()
+        self._rate_call = None
+        self._resume("rate")
+
     def _rate_ready(self) -> None:
         self._rate_call = None
         assert self._rate is not None
@@ -355,15 +369,23 @@ class ListenerPolicies:
     def configure(self, settings: ListenerSettings) -> None:
         """
         Take new settings: new connections are checked against them at
-        once, and the sweep's interval follows the new timeouts.
+        once, the sweep's interval follows the new timeouts, and open
+        connections get a changed rate limit at once.
         """
+        previous = self.settings
         if (
-            self.settings is None
-            or settings.allow != self.settings.allow
-            or settings.deny != self.settings.deny
+            previous is None
+            or settings.allow != previous.allow
+            or settings.deny != previous.deny
         ):
             self.access = AccessPolicy(settings.allow, settings.deny)
         self.settings = settings
+        if previous is not None and (previous.rate_limit, previous.rate_burst) != (
+            settings.rate_limit,
+            settings.rate_burst,
+        ):
+            for protocol in list(self._connections.values()):
+                protocol._set_rate(settings.rate_limit, settings.rate_burst)
         interval = sweep_interval(settings)
         if interval != self._interval:
             self._interval = interval

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from attrs import evolve
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
@@ -531,6 +532,24 @@ class RateLimitTests(SynchronousTestCase):
         self.assertEqual(transport.producerState, "paused")
         listener.clock.advance(0.6)
         self.assertEqual(transport.producerState, "producing")
+
+    def test_reload_applies_to_open_connections(self) -> None:
+        """
+        A reload that sets a rate limit limits open connections at once;
+        one that removes it ends their rate pause.
+        """
+        listener = Listener()
+        protocol, transport = listener.connect()
+        factory = listener.factory
+        factory.configure(evolve(factory.settings, rate_limit=10, rate_burst=5))
+        protocol.dataReceived(b"m\n" * 20)
+        self.assertEqual(transport.producerState, "paused")
+        factory.configure(evolve(factory.settings, rate_limit=0))
+        self.assertEqual(transport.producerState, "producing")
+        self.assertEqual(len(listener.clock.getDelayedCalls()), 1)  # the sweep
+        protocol.dataReceived(b"m\n" * 100)
+        self.assertEqual(transport.producerState, "producing")
+        self.assertEqual(len(lines(transport)), 120)
 
     def test_connection_lost_cancels_the_timer(self) -> None:
         """
