@@ -597,6 +597,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     (see L{WORKER_MAIN}).
     """
     _die_with_parent()
+    # Out of the terminal's process group: a Ctrl-C reaches the parent only,
+    # which forwards one SIGTERM (a second signal would cut the drain short).
+    os.setpgid(0, 0)
     arguments = list(sys.argv[1:] if argv is None else argv)
     sys.argv = ["twistd", "--nodaemon", "--pidfile=", "echoplus", *arguments]
     from twisted.scripts.twistd import run
