@@ -33,6 +33,7 @@ __all__ = [
     "json_observer",
     "log_connection_closed",
     "log_connection_opened",
+    "use_json_lines",
 ]
 
 # Keys of legacy (twisted.python.log) events that the standard fields
@@ -122,6 +123,16 @@ def json_observer() -> JSONLinesObserver:
     C{twistd --logger echoplus.logs.json_observer}.
     """
     return JSONLinesObserver(sys.stdout)
+
+
+def use_json_lines(application: Any) -> None:
+    """
+    Make L{json_observer} twistd's log observer for C{application}: twistd
+    asks the application for an C{ILogObserver} component before it starts
+    logging.  Anything that is not twistd's application is left alone.
+    """
+    if hasattr(application, "setComponent"):
+        application.setComponent(ILogObserver, json_observer())
 
 
 def log_connection_opened(log: Logger, context: Any) -> None:

@@ -277,9 +277,7 @@ class EchoPlusService(MultiService):
         C{ILogObserver} component before it starts logging).
         """
         super().setServiceParent(parent)
-        if self.settings.log_format == "json" and hasattr(parent, "setComponent"):
-            from twisted.logger import ILogObserver
+        if self.settings.log_format == "json":
+            from echoplus.logs import use_json_lines
 
-            from echoplus.logs import json_observer
-
-            parent.setComponent(ILogObserver, json_observer())
+            use_json_lines(parent)

@@ -40,7 +40,7 @@ import tempfile
 from typing import Any, Callable, Mapping, Sequence
 
 import attrs
-from twisted.application.service import MultiService, Service
+from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, TimeoutError
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import Factory, ProcessProtocol
@@ -50,26 +50,26 @@ from twisted.python.failure import Failure
 from echoplus.config import OPTIONS, Settings
 from echoplus.endpoints import server_from_string
 from echoplus.errors import ConfigError
+from echoplus.logs import use_json_lines
+from echoplus.worker import (
+    WORKER_ENVIRONMENT,
+    WORKER_MAIN,
+    adopt_listeners,
+    is_worker,
+    worker_metrics,
+    worker_settings,
+)
 
 __all__ = [
     "Backoff",
     "WorkerPool",
     "adopt_listeners",
     "is_worker",
-    "main",
     "option_arguments",
     "worker_metrics",
     "worker_settings",
 ]
 
-#: The environment variable that tells a worker process what it adopts.
-WORKER_ENVIRONMENT = "_ECHOPLUS_WORKER"
-#: How a worker starts: LISTEN_PID must be set before Twisted reads the
-#: LISTEN_* variables, when twisted.internet.endpoints is first imported.
-WORKER_MAIN = (
-    "import os; os.environ['LISTEN_PID'] = str(os.getpid()); "
-    "from echoplus.workers import main; main()"
-)
 #: Seconds a new worker may take to start listening.
 START_TIMEOUT = 30.0
 #: A worker that lived this long before exiting resets its back-off.
@@ -97,21 +97,6 @@ class Backoff:
         delay = min(self.first * 2**self.failures, self.most)
         self.failures += 1
         return delay
-
-
-def is_worker(environ: Mapping[str, str] = os.environ) -> bool:
-    """
-    Whether this process was started by a L{WorkerPool}.
-    """
-    return WORKER_ENVIRONMENT in environ
-
-
-def worker_settings(settings: Settings) -> Settings:
-    """
-    A worker's settings: one process, and no metrics endpoint of its own
-    (the parent serves the metrics of all workers).
-    """
-    return attrs.evolve(settings, workers=1, metrics=None)
 
 
 def option_arguments(options: Mapping[str, Any]) -> list[str]:
@@ -251,12 +236,8 @@ class WorkerPool(MultiService):
         JSON lines like the workers (see L{echoplus.logs}).
         """
         super().setServiceParent(parent)
-        if self.settings.log_format == "json" and hasattr(parent, "setComponent"):
-            from twisted.logger import ILogObserver
-
-            from echoplus.logs import json_observer
-
-            parent.setComponent(ILogObserver, json_observer())
+        if self.settings.log_format == "json":
+            use_json_lines(parent)
 
     # Metrics: multiprocess mode.
 
@@ -540,85 +521,3 @@ def _from_signal(reactor: Any, handler: Callable[[], Any]) -> Callable[..., None
         reactor.callFromThread(handler)
 
     return on_signal
-
-
-# The worker side.
-
-
-class _Ready(Service):
-    """
-    Tells the parent, through the readiness pipe, that this worker listens.
-    """
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-
-    def startService(self) -> None:
-        super().startService()
-        try:
-            os.write(self._fd, b"ready\n")
-            os.close(self._fd)
-        except OSError:
-            pass
-
-
-def adopt_listeners(
-    service: MultiService, environ: Mapping[str, str] = os.environ
-) -> None:
-    """
-    In a worker: make each listener of C{service} adopt the descriptor the
-    parent passed (its name, metrics label and log stay the configured
-    endpoint), and tell the parent once listening.
-    """
-    from echoplus.service import ListenerService
-
-    plan = json.loads(environ[WORKER_ENVIRONMENT])
-    listeners = [child for child in service if isinstance(child, ListenerService)]
-    for child, adopted in zip(listeners, plan["listeners"], strict=True):
-        child.endpoint = adopted
-    _Ready(plan["ready_fd"]).setServiceParent(service)
-
-
-def worker_metrics() -> Any:
-    """
-    A worker's L{Metrics <echoplus.metrics.Metrics>} when the parent
-    collects them (multiprocess mode), else C{None}.
-    """
-    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
-        return None
-    from echoplus.metrics import Metrics
-
-    return Metrics()
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """
-    Run one worker: C{twistd -n echoplus <options>} on inherited sockets
-    (see L{WORKER_MAIN}).
-    """
-    _die_with_parent()
-    # Out of the terminal's process group: a Ctrl-C reaches the parent only,
-    # which forwards one SIGTERM (a second signal would cut the drain short).
-    os.setpgid(0, 0)
-    arguments = list(sys.argv[1:] if argv is None else argv)
-    sys.argv = ["twistd", "--nodaemon", "--pidfile=", "echoplus", *arguments]
-    from twisted.scripts.twistd import run
-
-    run()
-
-
-def _die_with_parent() -> None:
-    """
-    On Linux, get SIGTERM if the parent dies without stopping us.
-    """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-if __name__ == "__main__":
-    main()
