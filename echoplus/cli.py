@@ -53,9 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
         "processors", help="list the built-in and plugin processors"
     )
     listing.set_defaults(run=_processors)
-    from echoplus.client import add_send_command
-
-    add_send_command(commands)
     from echoplus.check import add_check_command
 
     add_check_command(commands)
