@@ -25,9 +25,14 @@ from typing import IO, Any, Callable, Sequence
 import attrs
 from twisted.internet.defer import Deferred, TimeoutError
 from twisted.internet.endpoints import clientFromString, connectProtocol
-from twisted.internet.error import ConnectError
+from twisted.internet.error import ConnectError, ConnectionDone
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
+
+try:
+    from OpenSSL.SSL import Error as SSLError
+except ImportError:  # pragma: no cover - twisted[tls] installs pyOpenSSL
+    SSLError = ConnectionError  # type: ignore[misc, assignment]
 
 from echoplus.config import ListenerSettings
 from echoplus.errors import ConfigError
@@ -139,12 +144,27 @@ class _Exchange(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if not self.done.called:
+            why = _why(reason)
             self.done.errback(
                 SendFailed(
                     f"the server closed the connection after {self.received} of "
-                    f"{self._expected} replies"
+                    f"{self._expected} replies{why}"
                 )
             )
+
+
+def _why(reason: Failure) -> str:
+    """
+    What a lost connection's reason adds for the user: nothing for a clean
+    close, the TLS error for a failed handshake, else the error's text.
+    """
+    if reason.check(ConnectionDone):
+        return ""
+    value = reason.value
+    if reason.check(SSLError):
+        details = [item[2] for item in getattr(value, "args", [[]])[0] if len(item) > 2]
+        return f" (TLS: {', '.join(details) or 'handshake failed'})"
+    return f" ({str(value).rstrip('.') or type(value).__name__})"
 
 
 async def send(

@@ -5,6 +5,7 @@ sockets, then the real command against a real C{twistd -n echoplus}.
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import sys
@@ -97,6 +98,30 @@ class SendTests(SynchronousTestCase):
         self.server("--listen", f"unix:{path}")
         result = run_send([f"unix:{path}", "over unix"])
         self.assertEqual((result.returncode, result.stdout), (0, b"over unix\n"))
+
+    def test_tls(self) -> None:
+        """
+        tls:HOST:PORT works with trustRoots naming a directory of PEM CA
+        certificates; an untrusted server certificate fails with the TLS
+        reason.
+        """
+        from tests.test_tls import certificates
+
+        certs = certificates()
+        roots = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, roots, True)
+        shutil.copy(certs / "ca.crt", roots / "ca.pem")
+        server = self.server(
+            "--listen",
+            f"ssl:0:interface=127.0.0.1:privateKey={certs / 'server.key'}"
+            f":certKey={certs / 'server.crt'}",
+        )
+        endpoint = f"tls:localhost:{server.port}"
+        result = run_send([f"{endpoint}:trustRoots={roots}", "secret"])
+        self.assertEqual((result.returncode, result.stdout), (0, b"secret\n"))
+        result = run_send([endpoint, "secret"])
+        self.assertEqual((result.returncode, result.stdout), (1, b""))
+        self.assertIn(b"certificate verify failed", result.stderr)
 
     def test_server_down(self) -> None:
         """
