@@ -18,6 +18,7 @@ Two ways to get JSON lines:
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import datetime, timezone
 from typing import IO, Any
@@ -78,8 +79,8 @@ def _plain(value: Any) -> Any:
 class JSONLinesObserver:
     """
     Writes each log event as one JSON object on one line: C{time} (ISO 8601,
-    UTC), C{level}, C{namespace}, C{message} (the formatted text), the
-    event's own fields, and C{error}/C{traceback} for a failure.
+    UTC), C{level}, C{namespace}, C{pid}, C{message} (the formatted text),
+    the event's own fields, and C{error}/C{traceback} for a failure.
     """
 
     def __init__(self, output: IO[str]) -> None:
@@ -105,6 +106,7 @@ def event_as_json(event: dict[str, Any]) -> str:
         )
     record["level"] = getattr(event.get("log_level"), "name", "info")
     record["namespace"] = event.get("log_namespace", "")
+    record["pid"] = os.getpid()  # tells --workers' processes apart
     record["message"] = formatEvent(event)
     for key, value in event.items():
         if key.startswith("log_") or key in _LEGACY_KEYS or key in record:

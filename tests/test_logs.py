@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.task import Clock
@@ -48,6 +49,7 @@ class JSONLinesTests(SynchronousTestCase):
         self.assertEqual(first["message"], "hello world")
         self.assertEqual(first["level"], "info")
         self.assertEqual(first["namespace"], "test")
+        self.assertEqual(first["pid"], os.getpid())
         self.assertEqual((first["who"], first["size"]), ("world", 3))
         self.assertTrue(first["time"].endswith("+00:00"))
         self.assertEqual(second["level"], "warn")
