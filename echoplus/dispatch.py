@@ -12,6 +12,7 @@ complete in.
 from __future__ import annotations
 
 from collections import deque
+from functools import partial
 from inspect import isawaitable, iscoroutine
 from typing import Any, Callable, Sequence
 
@@ -56,6 +57,16 @@ class _Slot:
         self.expired = False
 
 
+def _position(processes: tuple[Any, ...], process: Any) -> int:
+    """
+    The index of C{process} in C{processes}, by identity.
+    """
+    for index, candidate in enumerate(processes):
+        if candidate is process:
+            return index
+    raise ValueError("not in the chain")
+
+
 class OrderedDispatcher:
     """
     Runs one connection's messages through its chain and releases replies
@@ -87,7 +98,15 @@ class OrderedDispatcher:
             that the owner can resume reading or finish closing.
         """
         self._names = tuple(name for name, _ in processors)
-        self._processes = tuple(processor.process for _, processor in processors)
+        processes: list[Callable[..., Any]] = []
+        for _, processor in processors:
+            process = processor.process
+            if any(process is seen for seen in processes):
+                # dispatch() finds a processor's position by identity: make
+                # a shared callable (a staticmethod, say) distinct.
+                process = partial(process)
+            processes.append(process)
+        self._processes = tuple(processes)
         self._context = context
         self._deliver = deliver
         self._clock = clock
@@ -143,22 +162,24 @@ class OrderedDispatcher:
                     # The fast path, while nothing is pending: the chain is
                     # run inline and a bytes reply goes straight into the
                     # batch, with no call to _run and no list per message.
-                    # Anything else is handled exactly as _run would.
-                    index = 0
-                    while index < count:
+                    # Anything else is handled exactly as _run would.  The
+                    # position in the chain is looked up only then (each
+                    # entry of _processes is a distinct bound method).
+                    for process in processes:
                         try:
-                            reply = processes[index](message, context)
+                            reply = process(message, context)
                         except RequestError as error:
                             self._report("bad-request")
                             result = [error.payload()]
                             break
                         except Exception:
+                            index = _position(processes, process)
                             result = [self._failed(index, Failure())]
                             break
-                        index += 1
                         if type(reply) is bytes:
                             message = reply
                         else:
+                            index = _position(processes, process) + 1
                             result = [] if reply is None else self._handle(index, reply)
                             break
                     else:

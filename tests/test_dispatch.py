@@ -22,7 +22,7 @@ from zope.interface import implementer
 from echoplus.config import ListenerSettings
 from echoplus.context import ConnectionContext
 from echoplus.dispatch import OrderedDispatcher
-from echoplus.errors import RequestError
+from echoplus.errors import ProcessorFailed, RequestError
 from echoplus.factory import EchoPlusFactory
 from echoplus.interfaces import IProcessor
 from echoplus.processors import parse_chain
@@ -278,6 +278,31 @@ class FastPathTests(SynchronousTestCase):
         # The counter does see Deferreds when there are some.
         succeed(None)
         self.assertEqual(len(created), 1)
+
+    def test_shared_callable_keeps_chain_positions(self) -> None:
+        """
+        One callable serving several links (a staticmethod) still fails
+        under the right name and carries on from the right link.
+        """
+
+        @implementer(IProcessor)
+        class Bang:
+            @staticmethod
+            def process(message: bytes, context: Any) -> Any:
+                if message == b"fan":
+                    return [b"x", b"y"]
+                if message.endswith(b"!!!"):
+                    raise RuntimeError("too loud")
+                return message + b"!"
+
+        chain = [("first", Bang()), ("second", Bang()), ("third", Bang())]
+        dispatcher, _, _ = make_dispatcher(chain)
+        out: list[bytes] = []
+        dispatcher.dispatch([b"a", b"a!", b"fan"], out)
+        self.assertEqual(out[0], b"a!!!")
+        self.assertEqual(out[1], ProcessorFailed("third").payload())
+        self.assertEqual(out[2:], [b"x!!", b"y!!"])
+        self.flushLoggedErrors(RuntimeError)
 
 
 class TimeoutTests(SynchronousTestCase):
