@@ -199,11 +199,13 @@ class SupervisionTests(SynchronousTestCase):
 
     def test_stop_signals_every_worker_and_waits(self) -> None:
         """
-        Stopping sends SIGTERM to every worker and completes only after
-        the last one exited, without restarting any.
+        Stopping makes the pool unhealthy, sends SIGTERM to every worker and
+        completes only after the last one exited, without restarting any.
         """
         service, reactor = pool(2)
+        self.assertTrue(service.healthy())
         stopped = service.stopService()
+        self.assertFalse(service.healthy())
         for _, process, _ in reactor.spawned:
             self.assertEqual(process.signals, [signal.SIGTERM])
         end(reactor.spawned[0][0])
@@ -237,6 +239,23 @@ class SupervisionTests(SynchronousTestCase):
         self.assertEqual(service.workers, {0: new0, 1: new1})
         reactor.advance(60)
         self.assertEqual(len(reactor.spawned), 4)
+
+    def test_signals(self) -> None:
+        """
+        SIGHUP is forwarded to every worker; a first stop signal stops the
+        reactor (which stops the pool), a second one is forwarded as SIGTERM.
+        """
+        service, reactor = pool(2)
+        service._forward(signal.SIGHUP)
+        for _, process, _ in reactor.spawned:
+            self.assertEqual(process.signals, [signal.SIGHUP])
+        service._stop_signal()
+        self.assertTrue(reactor.hasStopped)
+        for _, process, _ in reactor.spawned:
+            self.assertEqual(process.signals, [signal.SIGHUP])
+        service._stop_signal()
+        for _, process, _ in reactor.spawned:
+            self.assertEqual(process.signals, [signal.SIGHUP, signal.SIGTERM])
 
     def test_roll_keeps_old_when_new_fails(self) -> None:
         """
