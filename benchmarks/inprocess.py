@@ -66,7 +66,7 @@ def connection(case: str) -> tuple[object, StringTransport, bytes, bytes]:
     )
     factory = EchoPlusFactory(settings, Clock())
     if case.endswith("-metrics"):
-        factory.metrics = Metrics().for_listener(factory.name)
+        factory.metrics = Metrics().for_listener(factory.name, factory.connections)
     protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
     transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
     protocol.makeConnection(transport)

@@ -137,6 +137,23 @@ SCENARIOS: dict[str, Scenario] = {
             _echoplus("echoplus asyncio (stdlib)", "line", reactor="asyncio"),
         ),
     ),
+    # What --metrics costs: the same line echo with Prometheus counting on.
+    "metrics": Scenario(
+        "metrics",
+        "line",
+        64,
+        50,
+        16,
+        (
+            _LINE,
+            _echoplus(
+                "echoplus line --metrics",
+                "line",
+                "--metrics",
+                "tcp:0:interface=127.0.0.1",
+            ),
+        ),
+    ),
 }
 
 
@@ -235,5 +252,10 @@ TARGETS: tuple[Target, ...] = (
         "asyncio+uvloop reactor vs epoll, reported",
         _ratio("reactor", "echoplus asyncio+uvloop", "echoplus epoll reactor"),
         0.0,
+    ),
+    Target(
+        "line with --metrics vs without",
+        _ratio("metrics", "echoplus line --metrics", "echoplus line"),
+        0.9,
     ),
 )

@@ -116,7 +116,7 @@ class EchoPlusFactory(Factory):
             return
         self.policies.closed(protocol.context.peer)
         if self.metrics is not None:
-            self.metrics.closed()
+            self.metrics.closed(protocol.counts())
         log_connection_closed(
             self._log,
             protocol.context,

@@ -3,15 +3,16 @@ Prometheus metrics: the collectors of the contract, per-listener bound
 children for the data path, and the HTTP service serving C{/metrics} and
 C{/healthz}.
 
-Cost on the data path: a protocol makes one call per read
-(L{ListenerMetrics.received}), one per write (L{ListenerMetrics.sent}) and
-one histogram observation per read (L{ListenerMetrics.observe}, the time
-the chain took for that whole batch), whatever the number of frames; each
-only adds to plain attributes of the listener's L{ListenerMetrics}.
-L{Metrics.flush} moves those sums into the prometheus_client collectors,
-before every scrape and once a second, so the data path never takes a
-collector's lock or, in multiprocess mode, writes its file (see
-C{docs/operations.md} for the measured cost).
+Cost on the data path: frames and bytes cost nothing more than the
+per-connection counts every connection keeps anyway (for its
+C{connection-closed} log event): L{Metrics.flush} sums them per listener.
+The C{echoplus_processing_seconds} histogram costs two clock readings and
+one L{ListenerMetrics.observe} per read (the time the chain took for that
+whole batch), into plain per-bucket integers.  The flush moves everything
+into the prometheus_client collectors before every scrape and once a
+second, so the data path never takes a collector's lock or, in
+multiprocess mode, writes its file (see C{docs/operations.md} for the
+measured cost).
 
 Every collector lives in a L{CollectorRegistry} handed in, never the
 global default one, so that several services (and tests) can coexist.  In
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
@@ -41,6 +42,7 @@ from echoplus.errors import ConfigError
 
 __all__ = [
     "HealthResource",
+    "Counted",
     "ListenerMetrics",
     "Metrics",
     "MetricsResource",
@@ -131,11 +133,17 @@ class Metrics:
             buckets=PROCESSING_BUCKETS,
         )
 
-    def for_listener(self, listener: str) -> ListenerMetrics:
+    def for_listener(
+        self, listener: str, connections: Mapping[Any, Counted] | None = None
+    ) -> ListenerMetrics:
         """
-        The children of every collector bound to one listener's label.
+        The metrics of one listener, its label children bound once.
+
+        @param connections: the listener's open connections (its factory's
+            C{connections}), whose own counts the frame and byte totals
+            are summed from.
         """
-        bound = ListenerMetrics(self, listener)
+        bound = ListenerMetrics(self, listener, connections)
         self._listeners.append(bound)
         return bound
 
@@ -168,43 +176,55 @@ class Metrics:
         self.flush()
 
 
+class Counted(Protocol):
+    """
+    A connection as L{ListenerMetrics} sees it.
+    """
+
+    def counts(self) -> tuple[int, int, int, int]:
+        """
+        Frames received, frames sent, bytes received, bytes sent so far.
+        """
+
+
+_TOTALS = ("frames_received", "frames_sent", "bytes_received", "bytes_sent")
+
+
 class ListenerMetrics:
     """
-    One listener's metrics: what the factory and protocols of that listener
-    call.
+    One listener's metrics: what its factory and protocols call.
 
-    The per-read calls (L{received}, L{sent}, L{observe}) only add to plain
-    attributes; L{flush} moves the sums into the prometheus_client
-    collectors (on every scrape, and every second), so the data path never
-    takes their locks nor, in multiprocess mode, writes their files.
-    Connections and errors, which are rare next to reads, go straight to
-    the collectors.
-
-    @ivar frames_received: frames received so far (likewise C{frames_sent},
-        C{bytes_received}, C{bytes_sent}).
+    Frames and bytes cost the data path nothing here: every connection
+    already counts them for its C{connection-closed} log event, and
+    L{flush} sums those counts (the open connections' plus those of the
+    closed ones, added by L{closed}).  The histogram is kept in plain
+    per-bucket integers by L{observe}.  L{flush} moves both into the
+    prometheus_client collectors (before every scrape and once a second),
+    so the data path never takes a collector's lock nor, in multiprocess
+    mode, writes its file.  Connections and errors, rare next to reads, go
+    straight to the collectors.
     """
 
-    def __init__(self, metrics: Metrics, listener: str) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        listener: str,
+        connections: Mapping[Any, Counted] | None = None,
+    ) -> None:
         self.listener = listener
         self.timer = metrics.timer
-        self.frames_received = self.frames_sent = 0
-        self.bytes_received = self.bytes_sent = 0
+        self._connections: Mapping[Any, Counted] = (
+            connections if connections is not None else {}
+        )
+        self._closed_totals = [0, 0, 0, 0]
+        self._flushed = [0, 0, 0, 0]
         self._errors = metrics.errors
         self._error_children: dict[str, Any] = {}
         self._open = metrics.connections_open.labels(listener=listener)
         self._accepted = metrics.connections.labels(listener=listener)
         self._totals = [
-            (name, getattr(metrics, name).labels(listener=listener))
-            for name in (
-                "frames_received",
-                "frames_sent",
-                "bytes_received",
-                "bytes_sent",
-            )
+            getattr(metrics, name).labels(listener=listener) for name in _TOTALS
         ]
-        self._flushed = dict.fromkeys(
-            ("frames_received", "frames_sent", "bytes_received", "bytes_sent"), 0
-        )
         histogram = metrics.processing.labels(listener=listener)
         self._histogram = histogram
         self._bounds: tuple[float, ...] = tuple(getattr(histogram, "_upper_bounds", ()))
@@ -216,7 +236,7 @@ class ListenerMetrics:
         # Export every series from the start, so that rates and dashboards
         # work before the first connection.
         self._accepted.inc(0)
-        for _, child in self._totals:
+        for child in self._totals:
             child.inc(0)
 
     def opened(self) -> None:
@@ -226,29 +246,19 @@ class ListenerMetrics:
         self._accepted.inc()
         self._open.inc()
 
-    def closed(self) -> None:
+    def closed(self, counts: tuple[int, int, int, int] = (0, 0, 0, 0)) -> None:
         """
-        A connection closed.
+        A connection closed (and left its factory's C{connections}) after
+        C{counts}: frames received, frames sent, bytes received, bytes sent.
         """
         self._open.dec()
-
-    def received(self, frames: int, size: int) -> None:
-        """
-        One read: C{size} bytes holding C{frames} complete frames.
-        """
-        self.frames_received += frames
-        self.bytes_received += size
-
-    def sent(self, frames: int, size: int) -> None:
-        """
-        One write: C{frames} frames in C{size} bytes.
-        """
-        self.frames_sent += frames
-        self.bytes_sent += size
+        totals = self._closed_totals
+        for index in range(4):
+            totals[index] += counts[index]
 
     def observe(self, seconds: float) -> None:
         """
-        One batch took C{seconds} in the chain.
+        One read's frames took C{seconds} in the chain.
         """
         self._batches[bisect_left(self._bounds, seconds)] += 1
         self._processing_sum += seconds
@@ -263,16 +273,28 @@ class ListenerMetrics:
             self._error_children[kind] = child
         child.inc()
 
+    def totals(self) -> list[int]:
+        """
+        Frames received, frames sent, bytes received and bytes sent by every
+        connection of the listener so far, open or closed.
+        """
+        totals = list(self._closed_totals)
+        for connection in list(self._connections.values()):
+            counts = connection.counts()
+            for index in range(4):
+                totals[index] += counts[index]
+        return totals
+
     def flush(self) -> None:
         """
         Add what was counted since the last flush to the collectors.
         """
+        totals = self.totals()
         flushed = self._flushed
-        for name, child in self._totals:
-            value = getattr(self, name)
-            if value != flushed[name]:
-                child.inc(value - flushed[name])
-                flushed[name] = value
+        for index, child in enumerate(self._totals):
+            if totals[index] > flushed[index]:
+                child.inc(totals[index] - flushed[index])
+                flushed[index] = totals[index]
         batches, self._batches = self._batches, [0] * len(self._bounds)
         total, self._processing_sum = self._processing_sum, 0.0
         if any(batches):

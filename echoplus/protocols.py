@@ -234,8 +234,6 @@ class FramedProtocol(ConnectionPolicies, Protocol):
         frames = self._decoder.feed(data)
         self._bytes_in += len(data)
         metrics = self._metrics
-        if metrics is not None:
-            metrics.received(len(frames), len(data))
         if frames:
             self._frames_in += len(frames)
             self._progressed = True  # for the frame timeout's sweep
@@ -396,8 +394,6 @@ class FramedProtocol(ConnectionPolicies, Protocol):
         self._sending = len(data)
         self._frames_out += count
         self._bytes_out += len(data)
-        if self._metrics is not None:
-            self._metrics.sent(count, len(data))
         self._send(data)
 
     def _encode_each(self, payloads: Sequence[bytes]) -> list[bytes]:

@@ -153,7 +153,9 @@ class EchoPlusService(MultiService):
         """
         factory = EchoPlusFactory(listener, self.reactor)
         if self.metrics is not None:
-            factory.metrics = self.metrics.for_listener(factory.name)
+            factory.metrics = self.metrics.for_listener(
+                factory.name, factory.connections
+            )
         return ListenerService(listener.endpoint, factory, self.reactor)
 
     def add_listener(self, child: ListenerService) -> None:

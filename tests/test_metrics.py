@@ -39,12 +39,28 @@ class FakeTimer:
         return self.now
 
 
+class FakeConnection:
+    """
+    A connection's counts, as L{ListenerMetrics} reads them.
+    """
+
+    def __init__(self) -> None:
+        self._counts = [0, 0, 0, 0]
+
+    def count(self, *amounts: int) -> None:
+        self._counts = [a + b for a, b in zip(self._counts, amounts, strict=True)]
+
+    def counts(self) -> tuple[int, int, int, int]:
+        frames_in, frames_out, bytes_in, bytes_out = self._counts
+        return frames_in, frames_out, bytes_in, bytes_out
+
+
 def connect(metrics: Metrics, **settings: object) -> tuple[object, StringTransport]:
     """
     A protocol of a listener counted in C{metrics}, on a StringTransport.
     """
     factory = EchoPlusFactory(ListenerSettings(**settings), Clock())  # type: ignore[arg-type]
-    factory.metrics = metrics.for_listener(factory.name)
+    factory.metrics = metrics.for_listener(factory.name, factory.connections)
     protocol = factory.buildProtocol(None)
     transport = StringTransport()
     protocol.makeConnection(transport)
@@ -191,20 +207,29 @@ class MetricsTests(SynchronousTestCase):
         adds only what came since the previous one.
         """
         metrics = Metrics()
-        listener = metrics.for_listener("a")
-        listener.received(2, 10)
+        first, second = FakeConnection(), FakeConnection()
+        connections = {1: first}
+        listener = metrics.for_listener("a", connections)
+        first.count(2, 0, 10, 0)
         value = metrics.registry.get_sample_value
         labels = {"listener": "a"}
         self.assertEqual(value("echoplus_frames_received_total", labels), 0)
         metrics.flush()
         metrics.flush()
         self.assertEqual(value("echoplus_frames_received_total", labels), 2)
-        listener.received(1, 5)
-        listener.sent(3, 15)
+        connections[2] = second
+        second.count(1, 3, 5, 15)
         metrics.flush()
         self.assertEqual(value("echoplus_frames_received_total", labels), 3)
         self.assertEqual(value("echoplus_bytes_received_total", labels), 15)
         self.assertEqual(value("echoplus_frames_sent_total", labels), 3)
+        self.assertEqual(value("echoplus_bytes_sent_total", labels), 15)
+        # A connection that closes moves its counts; nothing is counted twice.
+        del connections[1]
+        listener.closed(first.counts())
+        metrics.flush()
+        self.assertEqual(value("echoplus_frames_received_total", labels), 3)
+        self.assertEqual(listener.totals(), [3, 3, 15, 15])
 
     def test_flushed_histogram_matches_observe(self) -> None:
         """
@@ -239,15 +264,16 @@ class MetricsTests(SynchronousTestCase):
         """
         clock = Clock()
         metrics = Metrics()
-        listener = metrics.for_listener("a")
+        connection = FakeConnection()
+        metrics.for_listener("a", {1: connection})
         metrics.start_flushing(clock, 1.0)
-        listener.received(1, 1)
+        connection.count(1, 0, 1, 0)
         value = metrics.registry.get_sample_value
         labels = {"listener": "a"}
         self.assertEqual(value("echoplus_frames_received_total", labels), 0)
         clock.advance(1.0)
         self.assertEqual(value("echoplus_frames_received_total", labels), 1)
-        listener.received(1, 1)
+        connection.count(1, 0, 1, 0)
         metrics.stop_flushing()
         self.assertEqual(value("echoplus_frames_received_total", labels), 2)
         self.assertEqual(clock.getDelayedCalls(), [])
