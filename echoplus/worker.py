@@ -16,6 +16,7 @@ import attrs
 from twisted.application.service import MultiService, Service
 
 from echoplus.config import Settings
+from echoplus.errors import ConfigError
 
 __all__ = [
     "WORKER_ENVIRONMENT",
@@ -81,9 +82,17 @@ def adopt_listeners(
     from echoplus.service import ListenerService
 
     plan = json.loads(environ[WORKER_ENVIRONMENT])
+    adopted: dict[str, str] = plan["listeners"]
     listeners = [child for child in service if isinstance(child, ListenerService)]
-    for child, adopted in zip(listeners, plan["listeners"], strict=True):
-        child.endpoint = adopted
+    configured = {child.endpoint for child in listeners}
+    if configured != set(adopted):
+        raise ConfigError(
+            "the listeners changed since the worker pool started ("
+            + ", ".join(sorted(configured ^ set(adopted)))
+            + "); restart the pool to change them"
+        )
+    for child in listeners:
+        child.endpoint = adopted[child.endpoint]
     _Ready(plan["ready_fd"]).setServiceParent(service)
 
 

@@ -220,7 +220,7 @@ class WorkerPool(MultiService):
         self.workers: dict[int, _WorkerProcess] = {}
         self.draining = False
         self.ports: list[Any] = []
-        self._adopted: list[str] = []
+        self._adopted: dict[str, str] = {}
         self._backoffs = {slot: Backoff() for slot in range(settings.workers)}
         self._restarts: dict[int, Any] = {}
         self._rolling = False
@@ -288,7 +288,7 @@ class WorkerPool(MultiService):
         family = "UNIX" if not hasattr(address, "port") else "INET"
         if family == "INET" and ":" in address.host:
             family = "INET6"
-        self._adopted.append(_adopted_endpoint(endpoint, len(self.ports), family))
+        self._adopted[endpoint] = _adopted_endpoint(endpoint, len(self.ports), family)
         self.ports.append(port)
         where = (
             f"{address.host}:{address.port}"

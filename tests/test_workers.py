@@ -5,6 +5,7 @@ fake reactor, then real pools of C{twistd -n echoplus} workers.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -24,7 +25,9 @@ from zope.interface import implementer
 
 from echoplus.config import ListenerSettings, Settings
 from echoplus.context import ConnectionContext
+from echoplus.errors import ConfigError
 from echoplus.interfaces import IProcessor
+from echoplus.worker import WORKER_ENVIRONMENT, adopt_listeners
 from echoplus.workers import (
     Backoff,
     WorkerPool,
@@ -107,7 +110,7 @@ def pool(workers: int = 2) -> tuple[WorkerPool, FakeReactor]:
     settings = Settings(listeners=(ListenerSettings(endpoint=LISTEN),), workers=workers)
     service = WorkerPool(settings, reactor, ["--processor=echo"])
     service.ports = [FakePort()]
-    service._adopted = ["systemd:domain=INET:index=0"]
+    service._adopted = {LISTEN: "systemd:domain=INET:index=0"}
     service.running = True
     for slot in range(workers):
         service._spawn(slot)
@@ -162,6 +165,47 @@ class HelperTests(SynchronousTestCase):
         """
         settings = worker_settings(Settings(workers=4, metrics="tcp:9100"))
         self.assertEqual((settings.workers, settings.metrics), (1, None))
+
+
+class AdoptTests(SynchronousTestCase):
+    def service(self, *endpoints: str) -> Any:
+        from echoplus.service import EchoPlusService
+
+        listeners = tuple(ListenerSettings(endpoint=e) for e in endpoints)
+        return EchoPlusService(Settings(listeners=listeners), MemoryReactorClock())
+
+    def test_adopts_by_endpoint(self) -> None:
+        """
+        Each configured listener adopts the descriptor passed for its
+        endpoint, whatever the order; its name stays the endpoint.
+        """
+        service = self.service("tcp:1", "unix:/s")
+        plan = {
+            "listeners": {
+                "unix:/s": "systemd:domain=UNIX:index=1",
+                "tcp:1": "systemd:domain=INET:index=0",
+            },
+            "ready_fd": 99,
+        }
+        adopt_listeners(service, {WORKER_ENVIRONMENT: json.dumps(plan)})
+        listeners = {child.name: child.endpoint for child in service if child.name}
+        self.assertEqual(listeners["tcp:1"], "systemd:domain=INET:index=0")
+        self.assertEqual(listeners["unix:/s"], "systemd:domain=UNIX:index=1")
+
+    def test_changed_listeners_refused(self) -> None:
+        """
+        A worker whose configuration names other listeners than the pool
+        bound refuses to start, naming the difference.
+        """
+        service = self.service("tcp:2")
+        plan = {"listeners": {"tcp:1": "systemd:domain=INET:index=0"}, "ready_fd": 9}
+        error = self.assertRaises(
+            ConfigError,
+            adopt_listeners,
+            service,
+            {WORKER_ENVIRONMENT: json.dumps(plan)},
+        )
+        self.assertIn("tcp:1, tcp:2", str(error))
 
 
 class SupervisionTests(SynchronousTestCase):
