@@ -139,6 +139,23 @@ class HAProxyTests(SynchronousTestCase):
                 time.sleep(0.05)
         self.fail("haproxy did not start listening")
 
+    def test_deploy_config_valid(self) -> None:
+        """
+        deploy/haproxy.cfg passes HAProxy's own check and sends PROXY v2
+        to servers checked on /healthz.
+        """
+        config = REPO / "deploy" / "haproxy.cfg"
+        result = subprocess.run(
+            [str(HAPROXY), "-c", "-f", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        text = config.read_text()
+        self.assertIn("send-proxy-v2", text)
+        self.assertIn("option httpchk GET /healthz", text)
+
     def test_through_haproxy(self) -> None:
         """
         Replies come back through HAProxy, connections reach both instances,
