@@ -243,16 +243,25 @@ class WorkerPool(MultiService):
 
     def _start_metrics(self, endpoint: str) -> None:
         from prometheus_client import CollectorRegistry
-        from prometheus_client.multiprocess import MultiProcessCollector
 
         from echoplus.metrics import MetricsService
 
+        self._registry = CollectorRegistry()
+        MetricsService(
+            endpoint, self._registry, self.healthy, self.reactor
+        ).setServiceParent(self)
+
+    def _collect_from_workers(self) -> None:
+        """
+        Make the directory the workers write their samples to, and read it
+        for scrapes.  Done in C{startService}, after twistd dropped
+        privileges, so that the workers (which run as that user too) can
+        write there.
+        """
+        from prometheus_client.multiprocess import MultiProcessCollector
+
         self._metrics_dir = tempfile.mkdtemp(prefix="echoplus-metrics-")
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=self._metrics_dir)
-        MetricsService(endpoint, registry, self.healthy, self.reactor).setServiceParent(
-            self
-        )
+        MultiProcessCollector(self._registry, path=self._metrics_dir)
 
     def healthy(self) -> bool:
         """
@@ -305,8 +314,13 @@ class WorkerPool(MultiService):
 
     def startService(self) -> None:
         super().startService()
+        if self.settings.metrics and self._metrics_dir is None:
+            self._collect_from_workers()
         for slot in range(self.settings.workers):
-            self._spawn(slot)
+            try:
+                self._spawn(slot)
+            except OSError as error:
+                raise ConfigError(f"cannot start a worker: {error}") from None
         # On the next turn: after the reactor installed its own handlers.
         self.reactor.callLater(0, self._install_signals)
 
@@ -429,7 +443,19 @@ class WorkerPool(MultiService):
     def _restart(self, slot: int) -> None:
         self._restarts.pop(slot, None)
         if not self.draining and slot not in self.workers:
-            self._spawn(slot)
+            try:
+                self._spawn(slot)
+            except OSError as error:
+                delay = self._backoffs[slot].next_delay(0)
+                self._log.error(
+                    "Cannot start worker {slot}: {error}; retrying in {delay}s",
+                    slot=slot,
+                    error=error,
+                    delay=delay,
+                )
+                self._restarts[slot] = self.reactor.callLater(
+                    delay, self._restart, slot
+                )
 
     # Rolling restart.
 
@@ -456,9 +482,19 @@ class WorkerPool(MultiService):
             if self.draining:
                 return False
             old = self.workers.get(slot)
+            try:
+                new = self._spawn(slot)
+            except OSError as error:
+                self._log.error(
+                    "Rolling restart stopped: cannot start worker {slot}: {error}",
+                    slot=slot,
+                    error=error,
+                )
+                if old is not None:
+                    self.workers[slot] = old
+                return False
             if old is not None:
                 old.retiring = True
-            new = self._spawn(slot)
             new.ready.addTimeout(START_TIMEOUT, self.reactor)
             try:
                 started = await new.ready

@@ -82,8 +82,11 @@ class FakeReactor(MemoryReactorClock):
         super().__init__()
         self.spawned: list[tuple[Any, FakeProcess, dict[int, Any]]] = []
         self.running = True
+        self.refuse = False
 
     def spawnProcess(self, protocol: Any, executable: str, args: Any, **kw: Any) -> Any:
+        if self.refuse:
+            raise PermissionError(13, "Permission denied")
         process = FakeProcess(1000 + len(self.spawned))
         self.spawned.append((protocol, process, kw["childFDs"]))
         protocol.makeConnection(process)
@@ -240,6 +243,22 @@ class SupervisionTests(SynchronousTestCase):
         self.assertEqual(len(reactor.spawned), 3)
         reactor.advance(0.1)
         self.assertEqual(len(reactor.spawned), 4)
+
+    def test_spawn_failure_retried(self) -> None:
+        """
+        A worker that cannot even be started (the executable cannot be run)
+        is logged and retried after the back-off, not a crash.
+        """
+        service, reactor = pool(1)
+        end(reactor.spawned[0][0], 1)
+        reactor.refuse = True
+        reactor.advance(0.5)
+        self.assertEqual(len(reactor.spawned), 1)
+        self.assertNotIn(0, service.workers)
+        reactor.refuse = False
+        reactor.advance(1.0)
+        self.assertEqual(len(reactor.spawned), 2)
+        self.assertIn(0, service.workers)
 
     def test_stop_signals_every_worker_and_waits(self) -> None:
         """
