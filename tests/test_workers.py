@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import threading
 import time
 import urllib.request
@@ -472,3 +473,29 @@ class WorkerPoolTests(SynchronousTestCase):
         self.assertEqual(failures, [])
         self.assertGreater(answered[0], 0)
         self.assertFalse(new_pids & set(old_pids.values()))
+
+    def test_proxy_protocol_listener(self) -> None:
+        """
+        A haproxy: listener is shared too: workers adopt it inside their
+        PROXY-protocol wrapper and processors see the client address from
+        the header.
+        """
+        server = Twistd(
+            [
+                "--listen",
+                "haproxy:tcp:0:interface=127.0.0.1",
+                "--workers",
+                "2",
+                "--processor",
+                "tests.test_haproxy:WhoAmI",
+            ]
+        )
+        self.addCleanup(server.stop)
+        server.wait_for(r"echoplus listening on haproxy:systemd:", count=2, timeout=60)
+        addresses = socket.inet_aton("203.0.113.7") + socket.inet_aton("127.0.0.1")
+        addresses += struct.pack("!HH", 4242, server.port)
+        header = b"\r\n\r\n\x00\r\nQUIT\n\x21\x11" + struct.pack("!H", len(addresses))
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(header + addresses + b"hello\n")
+            [reply] = receive_lines(sock, 1)
+        self.assertEqual(reply.split(b" ", 1)[1], b"203.0.113.7:4242 hello")
