@@ -50,7 +50,7 @@ from twisted.python.failure import Failure
 from echoplus.config import OPTIONS, Settings
 from echoplus.endpoints import server_from_string
 from echoplus.errors import ConfigError
-from echoplus.logs import use_json_lines
+from echoplus.logs import format_address, use_json_lines
 from echoplus.worker import (
     WORKER_ENVIRONMENT,
     WORKER_MAIN,
@@ -299,11 +299,7 @@ class WorkerPool(MultiService):
             family = "INET6"
         self._adopted[endpoint] = _adopted_endpoint(endpoint, len(self.ports), family)
         self.ports.append(port)
-        where = (
-            f"{address.host}:{address.port}"
-            if hasattr(address, "port")
-            else str(getattr(address, "name", address))
-        )
+        where = format_address(address)
         self._log.info(
             "echoplus listening on {endpoint} at {address} "
             "({workers} workers share it)",

@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import struct
+import tempfile
 import threading
 import time
 import urllib.request
@@ -499,3 +501,20 @@ class WorkerPoolTests(SynchronousTestCase):
             sock.sendall(header + addresses + b"hello\n")
             [reply] = receive_lines(sock, 1)
         self.assertEqual(reply.split(b" ", 1)[1], b"203.0.113.7:4242 hello")
+
+    def test_unix_listener(self) -> None:
+        """
+        A UNIX socket listener is shared by the workers too.
+        """
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = f"{directory}/pool.sock"
+        server = Twistd(["--listen", f"unix:{path}", "--workers", "2"])
+        self.addCleanup(server.stop)
+        self.assertEqual(server.addresses, [path])
+        server.wait_for(
+            r"echoplus listening on systemd:domain=UNIX", count=2, timeout=60
+        )
+        with server.connect() as sock:
+            sock.sendall(b"over unix\n")
+            self.assertEqual(receive_lines(sock, 1), [b"over unix"])
