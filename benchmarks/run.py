@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Sequence
@@ -111,6 +112,14 @@ class Server:
             env=environment,
         )
         self.port = self._wait_for_port(pattern)
+        # Keep reading its output: a server blocked on a full pipe (asyncio
+        # logs every reset connection) would measure as zero.
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        assert self.process.stdout is not None
+        for _ in self.process.stdout:
+            pass
 
     def _wait_for_port(self, pattern: re.Pattern[str]) -> int:
         assert self.process.stdout is not None
