@@ -118,6 +118,9 @@ class OrderedDispatcher:
         self.closed = False
         #: Called with the kind of every error reply (for metrics), if set.
         self.on_error: Callable[[str], None] | None = None
+        #: Called with the seconds each asynchronous request took, from
+        #: dispatch until its replies were ready (for metrics), if set.
+        self.on_async_done: Callable[[float], None] | None = None
 
     @property
     def pending(self) -> int:
@@ -324,10 +327,17 @@ class OrderedDispatcher:
         """
         slot = _Slot(deferred)
         self._slots.append(slot)
+        if self.on_async_done is not None:
+            deferred.addBoth(self._async_done, self._clock.seconds())
         deferred.addErrback(self._unfinished, slot)
         deferred.addCallback(self._fill, slot)
         if self.timeout > 0 and slot.replies is None:
             slot.timer = self._clock.callLater(self.timeout, self._expire, slot)
+
+    def _async_done(self, result: Any, started: float) -> Any:
+        assert self.on_async_done is not None
+        self.on_async_done(self._clock.seconds() - started)
+        return result
 
     def _cancel(self, deferred: Deferred[Any]) -> None:
         """

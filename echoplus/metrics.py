@@ -123,6 +123,14 @@ class Metrics:
             ("listener", "kind"),
             registry=registry,
         )
+        self.async_processing = Histogram(
+            "echoplus_async_seconds",
+            "Time each asynchronous request took, from dispatch until its "
+            "replies were ready.",
+            labels,
+            registry=registry,
+            buckets=PROCESSING_BUCKETS,
+        )
         self._listeners: list[ListenerMetrics] = []
         self._flushing: LoopingCall | None = None
         self.processing = Histogram(
@@ -225,6 +233,7 @@ class ListenerMetrics:
         self._totals = [
             getattr(metrics, name).labels(listener=listener) for name in _TOTALS
         ]
+        self._async = metrics.async_processing.labels(listener=listener)
         histogram = metrics.processing.labels(listener=listener)
         self._histogram = histogram
         self._bounds: tuple[float, ...] = tuple(getattr(histogram, "_upper_bounds", ()))
@@ -262,6 +271,14 @@ class ListenerMetrics:
         """
         self._batches[bisect_left(self._bounds, seconds)] += 1
         self._processing_sum += seconds
+
+    def observe_async(self, seconds: float) -> None:
+        """
+        An asynchronous request took C{seconds} until its replies were
+        ready (a request already costs a L{Deferred}; one observation more
+        is small next to it).
+        """
+        self._async.observe(seconds)
 
     def error(self, kind: str) -> None:
         """

@@ -201,6 +201,7 @@ class FramedProtocol(ConnectionPolicies, Protocol):
         )
         if self._metrics is not None:
             self._dispatcher.on_error = self._count_error
+            self._dispatcher.on_async_done = self._metrics.observe_async
 
     def _reconfigure(self) -> None:
         """

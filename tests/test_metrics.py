@@ -98,6 +98,7 @@ class MetricsTests(SynchronousTestCase):
             "echoplus_bytes_received_total",
             "echoplus_bytes_sent_total",
             "echoplus_processing_seconds_count",
+            "echoplus_async_seconds_count",
         ]:
             self.assertIn(name, names)
 
@@ -110,6 +111,7 @@ class MetricsTests(SynchronousTestCase):
         listener = metrics.for_listener("a")
         listener.error("bad-frame")
         listener.observe(0.001)
+        listener.observe_async(0.001)
         exported = {
             sample.name
             for family in metrics.registry.collect()
@@ -200,6 +202,24 @@ class MetricsTests(SynchronousTestCase):
         self.assertEqual(
             sample(metrics, "echoplus_errors_total", kind="frame-too-long"), 1
         )
+
+    def test_async_requests_timed(self) -> None:
+        """
+        Each asynchronous request is observed once, from dispatch until its
+        reply was ready, on the connection's clock.
+        """
+        metrics = Metrics()
+        protocol, transport = connect(
+            metrics, processors=(ProcessorEntry("delay", {"seconds": 0.5}),)
+        )
+        protocol.dataReceived(b"a\nb\n")
+        self.assertEqual(sample(metrics, "echoplus_async_seconds_count"), 0)
+        protocol.factory.clock.advance(0.5)
+        self.assertEqual(transport.value(), b"a\nb\n")
+        self.assertEqual(sample(metrics, "echoplus_async_seconds_count"), 2)
+        self.assertEqual(sample(metrics, "echoplus_async_seconds_sum"), 1.0)
+        self.assertEqual(sample(metrics, "echoplus_async_seconds_bucket", le="0.5"), 2)
+        self.assertEqual(sample(metrics, "echoplus_async_seconds_bucket", le="0.1"), 0)
 
     def test_flush_adds_only_new_counts(self) -> None:
         """
