@@ -213,6 +213,11 @@ class LoadWorker:
             self.error_samples.append(text)
 
     def connect(self) -> list[_Connection]:
+        """
+        Open this worker's connections (non-blocking, C{TCP_NODELAY}).
+
+        @raise OSError: a connection could not be made.
+        """
         connections = []
         for _ in range(self.count):
             sock = socket.socket(self.family, socket.SOCK_STREAM)
@@ -291,6 +296,13 @@ class LoadWorker:
     def run(
         self, progress: Callable[[float, int, int], None] | None = None
     ) -> BenchResult:
+        """
+        Keep the pipeline full for the warm-up and the measured duration;
+        return what was measured after the warm-up.
+
+        @param progress: called about once a second (and once at the end)
+            with the seconds measured so far, replies and errors.
+        """
         options = self.options
         connections = self.connect()
         now = time.perf_counter()
