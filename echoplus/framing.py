@@ -196,6 +196,13 @@ class IntPrefixDecoder(BufferedDecoder):
         return offset
 
 
+#: Netstring length fields already validated, and their values: a dict
+#: lookup per frame instead of a digit check and C{int()}.  Shared by every
+#: decoder (lengths repeat across connections) and bounded.
+_KNOWN_LENGTHS: dict[bytes, int] = {}
+_KNOWN_LENGTHS_LIMIT = 4096
+
+
 class NetstringDecoder(BufferedDecoder):
     """
     Strict netstrings, C{<length>:<payload>,}: the length is ASCII digits
@@ -216,6 +223,7 @@ class NetstringDecoder(BufferedDecoder):
         max_digits = self._max_digits
         end_of_data = len(data)
         append = frames.append
+        known_lengths = _KNOWN_LENGTHS
         offset = 0
         while offset < end_of_data:
             colon = data.find(b":", offset, offset + max_digits + 1)
@@ -226,14 +234,17 @@ class NetstringDecoder(BufferedDecoder):
                     return offset
                 return end_of_data
             digits = data[offset:colon]
-            if not digits.isdigit() or (digits[0] == 0x30 and colon - offset > 1):
-                # Not a plain decimal length (checked inline: this runs
-                # per frame); find out what is wrong with it.
-                self._check_length_digits(digits)
-                if self.error is None:
-                    self.error = BadFrame("netstring length is empty")
-                return end_of_data
-            length = int(digits)
+            length = known_lengths.get(digits)
+            if length is None:
+                if not digits.isdigit() or (digits[0] == 0x30 and colon - offset > 1):
+                    # Not a plain decimal length; find out what is wrong.
+                    self._check_length_digits(digits)
+                    if self.error is None:
+                        self.error = BadFrame("netstring length is empty")
+                    return end_of_data
+                length = int(digits)
+                if len(known_lengths) < _KNOWN_LENGTHS_LIMIT:
+                    known_lengths[digits] = length
             if length > max_frame:
                 self.error = FrameTooLong(
                     f"frame of {length} bytes exceeds the limit of {max_frame}"
