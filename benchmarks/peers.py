@@ -12,7 +12,8 @@ killed.  KIND is one of L{PEERS}:
     C{NetstringReceiver}, echoing each message with C{sendLine} /
     C{sendString};
   - C{twisted-bare}: a bare C{Protocol} whose C{dataReceived} writes the
-    bytes back (Twisted's floor: no framing at all);
+    bytes back (Twisted's floor: no framing at all); C{twisted-bare-direct}
+    is the same through echoplus's direct send (what that alone buys);
   - C{asyncio-streams}: C{readline()} / C{write()} / C{drain()};
   - C{asyncio-batched}: an C{asyncio.Protocol} that splits the lines of each
     chunk by hand and writes all replies of a chunk at once (the best
@@ -62,11 +63,23 @@ def _twisted(kind: str, port: int) -> None:
         def dataReceived(self, data: bytes) -> None:
             self.transport.write(data)
 
+    class BareDirectEcho(Protocol):
+        """The bare echo with echoplus's direct send: what that alone buys."""
+
+        def connectionMade(self) -> None:
+            from echoplus.transports import choose_writer
+
+            self.write = choose_writer(self.transport, None)
+
+        def dataReceived(self, data: bytes) -> None:
+            self.write(data)
+
     protocols: dict[str, Any] = {
         "twisted-line": LineEcho,
         "twisted-int32": Int32Echo,
         "twisted-netstring": NetstringEcho,
         "twisted-bare": BareEcho,
+        "twisted-bare-direct": BareDirectEcho,
     }
     factory = Factory.forProtocol(protocols[kind])
     factory.noisy = False
@@ -132,6 +145,7 @@ PEERS: dict[str, str] = {
     "twisted-int32": "int32",
     "twisted-netstring": "netstring",
     "twisted-bare": "raw",
+    "twisted-bare-direct": "raw",
     "asyncio-streams": "line",
     "asyncio-streams-uvloop": "line",
     "asyncio-batched": "line",

@@ -81,6 +81,7 @@ SCENARIOS: dict[str, Scenario] = {
             _LINE,
             ServerSpec("twisted LineReceiver", peer="twisted-line"),
             _BARE,
+            ServerSpec("twisted bare + direct send", peer="twisted-bare-direct"),
             ServerSpec("asyncio batched Protocol", peer="asyncio-batched"),
             ServerSpec("asyncio batched (uvloop)", peer="asyncio-batched-uvloop"),
             ServerSpec("asyncio streams", peer="asyncio-streams"),
