@@ -18,7 +18,7 @@ and serve it with C{--framing yourmodule:YourProtocol}.
 
 from __future__ import annotations
 
-import importlib
+import pkgutil
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 from twisted.internet.interfaces import (
@@ -668,11 +668,8 @@ def find_framing(name: str) -> type[FramedProtocol]:
         raise ConfigError(
             f"unknown framing {name!r} (known framings: {known}, or module:Class)"
         )
-    module_name, _, attribute = name.partition(":")
     try:
-        target: object = importlib.import_module(module_name)
-        for part in attribute.split("."):
-            target = getattr(target, part)
+        target: object = pkgutil.resolve_name(name)
     except (ImportError, AttributeError, ValueError) as error:
         raise ConfigError(f"cannot load framing {name!r}: {error}") from None
     if not (isinstance(target, type) and issubclass(target, FramedProtocol)):

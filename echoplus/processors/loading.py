@@ -7,8 +7,8 @@ C{sys.path}).
 
 from __future__ import annotations
 
-import importlib
 import inspect
+import pkgutil
 import warnings
 from types import ModuleType
 from typing import Any
@@ -126,11 +126,8 @@ def _load_dotted(path: str) -> IProcessorFactory:
     provider, a class implementing L{IProcessor}, or a callable returning an
     L{IProcessor}.
     """
-    module_name, _, attribute = path.partition(":")
     try:
-        target: Any = importlib.import_module(module_name)
-        for part in attribute.split("."):
-            target = getattr(target, part)
+        target: Any = pkgutil.resolve_name(path)
     except (ImportError, AttributeError, ValueError) as error:
         raise ConfigError(f"cannot load processor {path!r}: {error}") from None
     if IProcessorFactory.providedBy(target):
