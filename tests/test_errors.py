@@ -5,9 +5,6 @@ connection, and the error payload.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 from twisted.trial.unittest import SynchronousTestCase
 
 from echoplus import errors
@@ -23,7 +20,6 @@ from echoplus.errors import (
     RequestError,
     error_payload,
 )
-from tests.support import REPO
 
 
 class KindTests(SynchronousTestCase):
@@ -124,28 +120,3 @@ class PayloadTests(SynchronousTestCase):
         self.assertEqual(
             error_payload("bad-request", "a\udc80b"), b"ERROR bad-request: a?b"
         )
-
-
-class IsolationTests(SynchronousTestCase):
-    """
-    The errors module stands alone.
-    """
-
-    def test_no_twisted_import(self) -> None:
-        """
-        Importing L{echoplus.errors} in a fresh interpreter loads no
-        C{twisted} module.
-        """
-        code = (
-            "import sys, echoplus.errors\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'twisted'))\n"
-        )
-        result = subprocess.run(
-            [sys.executable, "-c", code],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-            cwd=str(REPO),
-        )
-        self.assertEqual(result.stdout.strip(), "[]")

@@ -614,11 +614,11 @@ class IsolationTests(SynchronousTestCase):
 
     def test_no_twisted_import(self) -> None:
         """
-        Importing L{echoplus.framing} in a fresh interpreter loads no
-        C{twisted} module.
+        Importing L{echoplus.framing} (and with it L{echoplus.errors}) in
+        a fresh interpreter loads no C{twisted} module.
         """
         code = (
-            "import sys, echoplus.framing\n"
+            "import sys, echoplus.framing, echoplus.errors\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'twisted'))\n"
         )
         result = subprocess.run(
