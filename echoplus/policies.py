@@ -248,13 +248,7 @@ class ConnectionPolicies:
             return
         limit = self.settings.max_write_buffer
         error = Overloaded(f"more than {limit} bytes of replies not read")
-        self._log.info(
-            "Connection {connection_id} from {peer}: {kind}: {message}",
-            connection_id=self.context.id,
-            peer=format_address(self.context.peer),
-            kind=error.kind,
-            message=error.message,
-        )
+        self._log_closing_error(error)
         self._count_error(error.kind)
         # The error frame itself passes the accounting; nothing after it.
         self._write_paused = False

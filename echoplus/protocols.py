@@ -432,6 +432,16 @@ class FramedProtocol(ConnectionPolicies, Protocol):
             return
         if self._closing or self._fatal is not None:
             return
+        self._log_closing_error(error)
+        self._fatal = error
+        self._pause("closing")
+        if not self._dispatcher.pending:
+            self._finish_fatal()
+
+    def _log_closing_error(self, error: EchoPlusError) -> None:
+        """
+        Log the error this connection is being closed for.
+        """
         self._log.info(
             "Connection {connection_id} from {peer}: {kind}: {message}",
             connection_id=self.context.id,
@@ -439,10 +449,6 @@ class FramedProtocol(ConnectionPolicies, Protocol):
             kind=error.kind,
             message=error.message,
         )
-        self._fatal = error
-        self._pause("closing")
-        if not self._dispatcher.pending:
-            self._finish_fatal()
 
     def _count_error(self, kind: str) -> None:
         """
