@@ -148,6 +148,7 @@ class FramedProtocol(ConnectionPolicies, Protocol):
         self._paused: set[str] = set()
         self._batch: list[bytes] | None = None
         self._abort_call = None
+        self._owed_call = None
         self._metrics = factory.metrics
         self.opened_at = factory.clock.seconds()
         self._frames_in = self._frames_out = self._bytes_in = self._bytes_out = 0
@@ -305,8 +306,9 @@ class FramedProtocol(ConnectionPolicies, Protocol):
         self._closing = True
         self._stop_policies()
         self._dispatcher.close()
-        if self._abort_call is not None and self._abort_call.active():
-            self._abort_call.cancel()
+        for call in (self._abort_call, self._owed_call):
+            if call is not None and call.active():
+                call.cancel()
         self.factory.connection_closed(self, reason)
 
     # Writing.
@@ -437,6 +439,20 @@ class FramedProtocol(ConnectionPolicies, Protocol):
         self._pause("closing")
         if not self._dispatcher.pending:
             self._finish_fatal()
+        elif not self.settings.processor_timeout:
+            # Owed replies are awaited before the error frame; with no
+            # processor timeout nothing else bounds that wait.
+            self._owed_call = self.factory.clock.callLater(
+                CLOSE_GRACE, self._give_up_owed_replies
+            )
+
+    def _give_up_owed_replies(self) -> None:
+        """
+        Stop waiting for the replies owed before a fatal error, and close.
+        """
+        self._owed_call = None
+        self._dispatcher.close()
+        self._finish_fatal()
 
     def _log_closing_error(self, error: EchoPlusError) -> None:
         """
@@ -466,6 +482,8 @@ class FramedProtocol(ConnectionPolicies, Protocol):
 
     def _finish_fatal(self) -> None:
         assert self._fatal is not None
+        if self._owed_call is not None and self._owed_call.active():
+            self._owed_call.cancel()
         self._count_error(self._fatal.kind)
         self._write_payloads([self._fatal.payload()])
         self._close()

@@ -630,3 +630,71 @@ class BuiltinProcessorTests(SynchronousTestCase):
         """
         self.assertEqual(self.answer("upper,reverse", b"abc"), [b"CBA"])
         self.assertEqual(self.answer("reverse,prefix(text=>> )", b"abc"), [b">> cba"])
+
+
+class OwedRepliesTests(SynchronousTestCase):
+    """
+    A fatal error waits for the replies owed before it, but not forever.
+    """
+
+    def test_no_processor_timeout_bounded_by_close_grace(self) -> None:
+        """
+        With no processor timeout, a reply that never comes holds the error
+        frame back for at most C{CLOSE_GRACE} seconds; then the error frame
+        is sent and the connection closes.
+        """
+        from echoplus.protocols import CLOSE_GRACE
+        from echoplus.testing import FrameHarness
+
+        never = Deferred()
+        harness = FrameHarness(
+            processors=[_NeverAnswers(never)], processor_timeout=0, max_frame=8
+        )
+        harness.feed(b"question\n" + b"x" * 20)
+        harness.clock.advance(CLOSE_GRACE - 0.1)
+        self.assertEqual(harness.replies(), [])
+        self.assertFalse(harness.disconnected)
+        harness.clock.advance(0.2)
+        [error] = harness.replies()
+        self.assertTrue(error.startswith(b"ERROR frame-too-long: "), error)
+        self.assertTrue(never.called, "the owed request was cancelled")
+        harness.clock.advance(CLOSE_GRACE)
+        self.assertTrue(harness.disconnected)
+
+    def test_owed_reply_arriving_in_time_goes_first(self) -> None:
+        """
+        An owed reply that arrives within the grace goes out before the
+        error frame, and the grace timer is cancelled.
+        """
+        from echoplus.testing import FrameHarness
+
+        later = Deferred()
+        harness = FrameHarness(
+            processors=[_NeverAnswers(later)], processor_timeout=0, max_frame=8
+        )
+        harness.feed(b"question\n" + b"x" * 20)
+        later.callback(b"answer")
+        replies = harness.replies()
+        self.assertEqual(replies[0], b"answer")
+        self.assertTrue(replies[1].startswith(b"ERROR frame-too-long: "))
+        self.assertEqual(
+            [
+                call
+                for call in harness.clock.getDelayedCalls()
+                if call.active() and call.func.__name__ == "_give_up_owed_replies"
+            ],
+            [],
+        )
+
+
+@implementer(IProcessor)
+class _NeverAnswers:
+    """
+    Answers every message with one given Deferred.
+    """
+
+    def __init__(self, deferred: Deferred[bytes]) -> None:
+        self.deferred = deferred
+
+    def process(self, message: bytes, context: object) -> Deferred[bytes]:
+        return self.deferred
