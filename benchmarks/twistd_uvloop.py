@@ -5,8 +5,9 @@ Run C{twistd} on Twisted's asyncio reactor over uvloop's event loop.
 
 twistd's C{--reactor asyncio} always takes the standard library's loop;
 this launcher installs the reactor on a uvloop loop first.  Used by the
-C{reactor} scenario of C{run.py} (see README.md there: on this machine the
-default epoll reactor is the faster one, so nothing needs to be chosen).
+C{reactor} scenario of C{run.py} (see README.md there: on this machine it
+measured no faster than the default epoll reactor, so nothing needs to be
+chosen).
 """
 
 from __future__ import annotations
