@@ -37,12 +37,12 @@ def main() -> int:
     from twisted.internet import epollreactor
 
     epollreactor.install()
+    from run import build_loadgen
     from twisted.internet import reactor
 
     from echoplus.config import ListenerSettings
     from echoplus.factory import EchoPlusFactory
     from echoplus.processors.chain import parse_chain
-    from run import build_loadgen
 
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {0})
@@ -60,7 +60,12 @@ def main() -> int:
         command += [str(arguments.seconds), arguments.framing]
     else:
         command = [sys.executable, "-m", "echoplus", "bench", f"tcp:127.0.0.1:{port}"]
-        command += ["--framing", arguments.framing, "--duration", str(arguments.seconds)]
+        command += [
+            "--framing",
+            arguments.framing,
+            "--duration",
+            str(arguments.seconds),
+        ]
     if (os.cpu_count() or 1) > 1:
         command = ["taskset", "-c", "1", *command]
     profiler = cProfile.Profile()
