@@ -30,9 +30,11 @@ from twisted.python.failure import Failure
 
 from echoplus.context import ConnectionContext
 from echoplus.errors import ProcessorFailed, ProcessorTimeout, RequestError
-from echoplus.interfaces import IProcessor
+from echoplus.interfaces import IBatchProcessor, IProcessor
 
 __all__ = ["OrderedDispatcher"]
+
+_ONLY_BYTES = {bytes}
 
 
 async def _awaited(awaitable: Any) -> Any:
@@ -107,6 +109,11 @@ class OrderedDispatcher:
                 process = partial(process)
             processes.append(process)
         self._processes = tuple(processes)
+        self._batch_processes = (
+            tuple(processor.process_batch for _, processor in processors)
+            if all(IBatchProcessor.providedBy(p) for _, p in processors)
+            else None
+        )
         self._context = context
         self._deliver = deliver
         self._clock = clock
@@ -135,6 +142,11 @@ class OrderedDispatcher:
         that is due now.  Replies that are due later go to C{deliver}.
         """
         slots = self._slots
+        if self._batch_processes is not None and not slots and len(messages) > 1:
+            replies = self._run_batch(messages)
+            if replies is not None:
+                out += replies
+                return
         run = self._run
         processes = self._processes
         count = len(processes)
@@ -201,6 +213,26 @@ class OrderedDispatcher:
                 self._release()
         finally:
             self._out = None
+
+    def _run_batch(self, messages: Sequence[bytes]) -> list[bytes] | None:
+        """
+        Run a whole read through a chain of L{IBatchProcessor}s: one call
+        per processor.  Return L{None} to have the messages processed one
+        by one instead (a processor raised, or broke the batch contract).
+        """
+        batch = messages
+        context = self._context
+        count = len(messages)
+        try:
+            for process_batch in self._batch_processes:  # type: ignore[union-attr]
+                batch = process_batch(batch, context)
+                if type(batch) is not list or len(batch) != count:
+                    return None
+        except Exception:
+            return None  # process() answers each message, errors included
+        if set(map(type, batch)) != _ONLY_BYTES:
+            return None
+        return batch
 
     def close(self) -> None:
         """

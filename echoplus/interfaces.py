@@ -11,7 +11,12 @@ from __future__ import annotations
 
 from zope.interface import Attribute, Interface
 
-__all__ = ["IConnectionObserver", "IProcessor", "IProcessorFactory"]
+__all__ = [
+    "IBatchProcessor",
+    "IConnectionObserver",
+    "IProcessor",
+    "IProcessorFactory",
+]
 
 
 class IProcessor(Interface):
@@ -63,6 +68,32 @@ class IProcessorFactory(Interface):
         @return: an L{IProcessor} provider.
         @raise ValueError: for an unknown option or a bad option value; the
             message names it.
+        """
+
+
+class IBatchProcessor(IProcessor):
+    """
+    Optionally provided by a stateless processor that can transform all the
+    messages of one read in a single call.
+
+    When every processor of a chain provides it and no reply is pending,
+    the chain costs one call per processor per read instead of one per
+    message.  Whenever C{process_batch} raises or returns anything but a
+    list of exactly one L{bytes} reply per message, the same messages are
+    processed again one by one with C{process} (which then reports errors
+    per request as usual); so C{process_batch} must be a pure function of
+    its messages, with no side effects.
+    """
+
+    def process_batch(messages, context):  # type: ignore[no-untyped-def]
+        """
+        Process several messages, as C{process} would one after the other.
+
+        @param messages: the payloads of several frames, a L{list} of
+            L{bytes}.
+        @param context: the connection's context, as for C{process}.
+        @return: a L{list} with exactly one L{bytes} reply per message, in
+            order.
         """
 
 

@@ -18,13 +18,14 @@ from twisted.logger import LogEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
 from echoplus.config import ListenerSettings
 from echoplus.context import ConnectionContext
 from echoplus.dispatch import OrderedDispatcher
 from echoplus.errors import ProcessorFailed, RequestError
 from echoplus.factory import EchoPlusFactory
-from echoplus.interfaces import IProcessor
+from echoplus.interfaces import IBatchProcessor, IProcessor
 from echoplus.processors import parse_chain
 from echoplus.protocols import FramedProtocol
 from tests.sample_processors import SECRET, AsyncBoom, Boom, Controlled, Refuse
@@ -689,3 +690,124 @@ class ProtocolDispatchTests(SynchronousTestCase):
         self.assertEqual(
             transport.value(), b"ERROR timeout: no reply within 3 seconds\n"
         )
+
+
+@implementer(IBatchProcessor)
+class CountingBatch:
+    """
+    Upper-cases; counts its calls; can be told to break the batch contract.
+    """
+
+    def __init__(self, batch_result: Any = None) -> None:
+        self.process_calls = 0
+        self.batch_calls = 0
+        self.batch_result = batch_result
+
+    def process(self, message: bytes, context: object) -> bytes:
+        self.process_calls += 1
+        return message.upper()
+
+    def process_batch(self, messages: list[bytes], context: object) -> Any:
+        self.batch_calls += 1
+        if self.batch_result is not None:
+            return self.batch_result
+        return [message.upper() for message in messages]
+
+
+class BatchProcessorTests(SynchronousTestCase):
+    """
+    Chains of L{IBatchProcessor}s process a read in one call per processor,
+    and fall back to one call per message whenever that is not safe.
+    """
+
+    def _harness(self, *processors: object, **limits: Any) -> Any:
+        from echoplus.testing import FrameHarness
+
+        return FrameHarness(processors=list(processors), **limits)
+
+    def test_builtins_provide_it(self) -> None:
+        """
+        C{echo} and every C{Transform} built-in provide L{IBatchProcessor}.
+        """
+        from echoplus.processors.loading import find_factory
+
+        for name in ("echo", "upper", "lower", "reverse", "rot13", "sha256", "json"):
+            verifyObject(IBatchProcessor, find_factory(name)())
+
+    def test_one_call_per_read(self) -> None:
+        """
+        A read of many frames through a batch chain calls each processor's
+        C{process_batch} once and C{process} never.
+        """
+        first, second = CountingBatch(), CountingBatch()
+        harness = self._harness(first, second)
+        harness.feed(b"a\nb\nc\n")
+        self.assertEqual(harness.replies(), [b"A", b"B", b"C"])
+        self.assertEqual((first.batch_calls, second.batch_calls), (1, 1))
+        self.assertEqual((first.process_calls, second.process_calls), (0, 0))
+
+    def test_failure_falls_back_per_message(self) -> None:
+        """
+        When C{process_batch} raises, each message is processed alone, so
+        only the bad one gets its error reply, in its place.
+        """
+        harness = self._harness("json")
+        harness.feed(b'{"b":1,"a":2}\nnot json\n[1, 2]\n')
+        replies = harness.replies()
+        self.assertEqual(replies[0], b'{"a":2,"b":1}')
+        self.assertTrue(replies[1].startswith(b"ERROR bad-request: "), replies)
+        self.assertEqual(replies[2], b"[1,2]")
+
+    def test_broken_results_fall_back(self) -> None:
+        """
+        A batch result of the wrong length, type or element type is not
+        trusted: the messages are processed one by one.
+        """
+        for broken in ([b"only one"], (b"A", b"B"), [b"A", "B"]):
+            processor = CountingBatch(batch_result=broken)
+            harness = self._harness(processor)
+            harness.feed(b"a\nb\n")
+            self.assertEqual(harness.replies(), [b"A", b"B"], broken)
+            self.assertEqual(processor.process_calls, 2, broken)
+
+    def test_mixed_chain_runs_per_message(self) -> None:
+        """
+        A chain with one processor that does not provide it runs message by
+        message.
+        """
+        batch = CountingBatch()
+        harness = self._harness(batch, "counter")
+        harness.feed(b"a\nb\n")
+        self.assertEqual(harness.replies(), [b"1", b"2"])
+        self.assertEqual((batch.batch_calls, batch.process_calls), (0, 2))
+
+    def test_pending_replies_keep_order(self) -> None:
+        """
+        While an earlier reply is pending, a batch chain's replies queue
+        behind it instead of overtaking it.
+        """
+        later: Deferred[bytes] = Deferred()
+        harness = self._harness(_FirstLater(later))
+        harness.feed(b"slow\n")
+        harness.feed(b"a\nb\n")
+        self.assertEqual(harness.replies(), [])
+        later.callback(b"SLOW")
+        self.assertEqual(harness.replies(), [b"SLOW", b"A", b"B"])
+
+
+@implementer(IBatchProcessor)
+class _FirstLater:
+    """
+    Answers its first message with a given Deferred, later ones upper-cased
+    (in batches too).
+    """
+
+    def __init__(self, first: Deferred[bytes]) -> None:
+        self._first: Deferred[bytes] | None = first
+
+    def process(self, message: bytes, context: object) -> Any:
+        first, self._first = self._first, None
+        return first if first is not None else message.upper()
+
+    def process_batch(self, messages: list[bytes], context: object) -> list[bytes]:
+        return [message.upper() for message in messages]

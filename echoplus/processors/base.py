@@ -10,7 +10,7 @@ import attrs
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from echoplus.interfaces import IProcessor, IProcessorFactory
+from echoplus.interfaces import IBatchProcessor, IProcessorFactory
 
 __all__ = ["ProcessorFactory", "Transform"]
 
@@ -63,14 +63,18 @@ class ProcessorFactory:
         return self.make(**options)
 
 
-@implementer(IProcessor)
+@implementer(IBatchProcessor)
 @attrs.frozen
 class Transform:
     """
-    A stateless processor that replies with C{function(message)}.
+    A stateless processor that replies with C{function(message)}; with a
+    pure C{function} it processes a whole read in one call.
     """
 
     function: Callable[[bytes], bytes]
 
     def process(self, message: bytes, context: object) -> bytes:
         return self.function(message)
+
+    def process_batch(self, messages: list[bytes], context: object) -> list[bytes]:
+        return list(map(self.function, messages))

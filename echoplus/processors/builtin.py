@@ -14,14 +14,14 @@ from zope.interface import implementer
 
 from echoplus.context import ConnectionContext
 from echoplus.errors import RequestError
-from echoplus.interfaces import IProcessor
+from echoplus.interfaces import IBatchProcessor, IProcessor
 from echoplus.processors.base import ProcessorFactory, Transform
 from echoplus.processors.shared import SHARED_BUILTINS
 
 __all__ = ["BUILTINS"]
 
 
-@implementer(IProcessor)
+@implementer(IBatchProcessor)
 class Echo:
     """
     Reply with the message itself.
@@ -29,6 +29,11 @@ class Echo:
 
     def process(self, message: bytes, context: ConnectionContext) -> bytes:
         return message
+
+    def process_batch(
+        self, messages: list[bytes], context: ConnectionContext
+    ) -> list[bytes]:
+        return messages
 
 
 _ROT13 = bytes.maketrans(
