@@ -24,7 +24,6 @@ from echoplus.framing import (
     NetstringDecoder,
     NetstringEncoder,
 )
-from echoplus.protocols import DelimitedProtocol
 from tests.support import (
     Twistd,
     receive_exactly,
@@ -34,23 +33,6 @@ from tests.support import (
 )
 
 LOOPBACK = "tcp:0:interface=127.0.0.1"
-
-
-class StxProtocol(DelimitedProtocol):
-    """
-    A wire format by subclassing, served with C{--framing}: frames are
-    C{STX payload ETX}.
-    """
-
-    delimiter = b"\x03"
-
-    def decode_frame(self, frame: bytes) -> bytes:
-        if not frame.startswith(b"\x02"):
-            raise ValueError("no STX")
-        return frame[1:]
-
-    def encode_frame(self, payload: bytes) -> bytes:
-        return b"\x02" + payload
 
 
 def start(*arguments: str) -> Twistd:
@@ -159,7 +141,7 @@ class FramingTests(SynchronousTestCase):
         subclass with its hooks.
         """
         server = start(
-            "--framing", "tests.test_integration:StxProtocol", "--processor", "upper"
+            "--framing", "tests.test_protocols:StxProtocol", "--processor", "upper"
         )
         self.addCleanup(server.stop)
         with server.connect() as sock:
