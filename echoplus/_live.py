@@ -25,13 +25,13 @@ from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
 from echoplus._testkit import ObjectChain, listener_settings
+from echoplus.codec import ClientCodec
 from echoplus.endpoints import server_from_string
 from echoplus.factory import EchoPlusFactory
 from echoplus.protocols import FramedProtocol
 
 __all__ = ["LiveClient", "LiveListener", "serve"]
 
-_LARGEST = 2**31 - 1
 
 
 class LiveClient(Protocol):
@@ -45,10 +45,8 @@ class LiveClient(Protocol):
     """
 
     def __init__(self, codec: FramedProtocol, reactor: Any) -> None:
-        self._codec = codec
+        self._codec = ClientCodec.for_protocol(codec)
         self._reactor = reactor
-        self._decoder = codec.make_decoder(_LARGEST)
-        self._encoder = codec.make_encoder()
         self._frames: deque[bytes] = deque()
         self._waiting: list[tuple[int, Deferred[list[bytes]]]] = []
         self.closed: Deferred[None] = Deferred()
@@ -65,8 +63,7 @@ class LiveClient(Protocol):
         """
         Decode frames and hand them to whoever waits for them.
         """
-        decode = self._codec.decode_frame
-        self._frames.extend(decode(frame) for frame in self._decoder.feed(data))
+        self._frames.extend(self._codec.decode(data))
         self._serve_waiters()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -87,10 +84,7 @@ class LiveClient(Protocol):
         """
         Frame each payload and write them in one write.
         """
-        encode_frame = self._codec.encode_frame
-        self.transport.write(
-            self._encoder.encode_batch([encode_frame(p) for p in payloads])
-        )
+        self.transport.write(self._codec.encode(payloads))
 
     def receive(self, count: int = 1, timeout: float = 5.0) -> Deferred[list[bytes]]:
         """

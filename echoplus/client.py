@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from types import SimpleNamespace
 from typing import IO, Any, Callable, Sequence
 
-import attrs
 from twisted.internet.defer import Deferred, TimeoutError
 from twisted.internet.endpoints import clientFromString, connectProtocol
 from twisted.internet.error import ConnectError, ConnectionDone
@@ -34,12 +32,10 @@ try:
 except ImportError:  # pragma: no cover - twisted[tls] installs pyOpenSSL
     SSLError = ConnectionError  # type: ignore[misc, assignment]
 
-from echoplus.config import ListenerSettings
+from echoplus.codec import ClientCodec
 from echoplus.errors import ConfigError
-from echoplus.framing import Decoder
-from echoplus.protocols import FramedProtocol, find_framing
 
-__all__ = ["Codec", "SendFailed", "add_send_command", "make_codec", "send"]
+__all__ = ["SendFailed", "add_send_command", "send"]
 
 
 class SendFailed(Exception):
@@ -48,50 +44,19 @@ class SendFailed(Exception):
     """
 
 
-@attrs.define
-class Codec:
+def _decode_replies(codec: ClientCodec, data: bytes) -> list[bytes]:
     """
-    One framing, client side: frame requests, split and decode replies.
+    The replies C{data} completes.
+
+    @raise SendFailed: the reply stream is malformed.
     """
-
-    _protocol: FramedProtocol
-    decoder: Decoder
-
-    def encode(self, messages: Sequence[bytes]) -> bytes:
-        """
-        Frame C{messages} into the bytes of one write.
-        """
-        protocol = self._protocol
-        if protocol._encodes_frames:
-            messages = [protocol.encode_frame(message) for message in messages]
-        return protocol.make_encoder().encode_batch(list(messages))
-
-    def decode(self, data: bytes) -> list[bytes]:
-        """
-        Feed received bytes; return the replies they complete.
-
-        @raise SendFailed: the reply stream is malformed.
-        """
-        frames = self.decoder.feed(data)
-        if self._protocol._decodes_frames:
-            frames = [self._protocol.decode_frame(frame) for frame in frames]
-        if self.decoder.error is not None:
-            raise SendFailed(f"malformed reply: {self.decoder.error.message}")
-        return frames
-
-
-def make_codec(framing: str, delimiter: bytes, max_frame: int) -> Codec:
-    """
-    The client-side codec of a framing name or C{module:Class}.
-
-    @raise ConfigError: no such framing.
-    """
-    protocol = find_framing(framing)()
-    # The line framing reads its delimiter from the listener's settings.
-    protocol.factory = SimpleNamespace(  # type: ignore[assignment]
-        settings=ListenerSettings(delimiter=delimiter, max_frame=max_frame)
-    )
-    return Codec(protocol, protocol.make_decoder(max_frame))
+    try:
+        replies = codec.decode(data)
+    except ValueError as error:
+        raise SendFailed(f"malformed reply: {error}") from None
+    if codec.decoder.error is not None:
+        raise SendFailed(f"malformed reply: {codec.decoder.error.message}")
+    return replies
 
 
 class _Exchange(Protocol):
@@ -101,7 +66,7 @@ class _Exchange(Protocol):
 
     def __init__(
         self,
-        codec: Codec,
+        codec: ClientCodec,
         data: bytes,
         expected: int,
         on_reply: Callable[[bytes], None],
@@ -122,7 +87,7 @@ class _Exchange(Protocol):
         if self.done.called:
             return
         try:
-            replies = self._codec.decode(data)
+            replies = _decode_replies(self._codec, data)
         except SendFailed as error:
             self._finish(Failure(error))
             return
@@ -171,7 +136,7 @@ async def send(
     reactor: Any,
     endpoint: str,
     messages: Sequence[bytes],
-    codec: Codec,
+    codec: ClientCodec,
     on_reply: Callable[[bytes], None],
     expected: int | None = None,
     timeout: float = 10.0,
@@ -256,7 +221,7 @@ def run_send(arguments: argparse.Namespace) -> int:
 
     out = sys.stdout.buffer
     try:
-        codec = make_codec(
+        codec = ClientCodec.for_framing(
             arguments.framing, unescape(arguments.delimiter), arguments.max_frame
         )
         messages = _read_messages(arguments, sys.stdin.buffer)

@@ -40,9 +40,9 @@ from echoplus._testkit import (
     ProcessorSpec,
     listener_settings,
 )
+from echoplus.codec import ClientCodec
 from echoplus.context import ConnectionContext
 from echoplus.factory import EchoPlusFactory
-from echoplus.framing import Decoder
 from echoplus.protocols import FramedProtocol
 
 __all__ = [
@@ -56,7 +56,6 @@ __all__ = [
     "serve",
 ]
 
-_LARGEST = 2**31 - 1
 
 
 class HarnessClient:
@@ -82,11 +81,9 @@ class HarnessClient:
         self._pushes: list[bytes] = []
         factory = harness.factory
         self.transport = HarnessTransport(peer, IPv4Address("TCP", "127.0.0.1", 1))
-        codec = factory.protocol()
-        codec.factory = factory
-        self._codec = codec
-        self._decoder: Decoder = codec.make_decoder(_LARGEST)
-        self._encoder = codec.make_encoder()
+        codec_protocol = factory.protocol()
+        codec_protocol.factory = factory
+        self._codec = ClientCodec.for_protocol(codec_protocol)
         protocol = factory.buildProtocol(peer)
         self.protocol = protocol
         if protocol is None:
@@ -110,8 +107,7 @@ class HarnessClient:
             if not isinstance(payload, bytes):
                 raise TypeError(f"send() takes bytes, not {type(payload).__name__}")
         try:
-            encode_frame = self._codec.encode_frame
-            data = self._encoder.encode_batch([encode_frame(p) for p in payloads])
+            data = self._codec.encode(payloads)
         except ValueError as error:
             raise HarnessError(
                 f"cannot frame that payload in {self.framing}: {error}; use "
@@ -189,13 +185,13 @@ class HarnessClient:
         if delivered:
             chunks = list(delivered)
             delivered.clear()
-            decode = self._codec.decode_frame
             for chunk in chunks:
-                self._frames += [decode(frame) for frame in self._decoder.feed(chunk)]
-            if self._decoder.error is not None:
+                self._frames += self._codec.decode(chunk)
+            error = self._codec.decoder.error
+            if error is not None:
                 raise HarnessError(
                     f"the server's output is not valid {self.framing}: "
-                    f"{self._decoder.error.message}"
+                    f"{error.message}"
                 )
         frames, self._frames = self._frames, []
         return frames

@@ -15,7 +15,8 @@ from typing import Sequence
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from echoplus.client import make_codec, unescape
+from echoplus.client import unescape
+from echoplus.codec import ClientCodec
 from echoplus.errors import ConfigError
 from tests.support import REPO, Twistd, twistd_environment
 
@@ -46,7 +47,7 @@ class CodecTests(SynchronousTestCase):
         """
         messages = [b"one", b"", b"three\x00\xff"]
         for framing in ["line", "netstring", "int8", "int16", "int32"]:
-            codec = make_codec(framing, b"\n", 1000)
+            codec = ClientCodec.for_framing(framing, b"\n", 1000)
             data = codec.encode([m for m in messages if framing != "line" or m])
             replies = []
             for index in range(len(data)):
@@ -59,14 +60,16 @@ class CodecTests(SynchronousTestCase):
         The line framing uses the given delimiter; escapes are resolved.
         """
         self.assertEqual(unescape("\\r\\n"), b"\r\n")
-        codec = make_codec("line", unescape("\\r\\n"), 1000)
+        codec = ClientCodec.for_framing("line", unescape("\\r\\n"), 1000)
         self.assertEqual(codec.encode([b"a", b"b"]), b"a\r\nb\r\n")
 
     def test_unknown_framing(self) -> None:
         """
         An unknown framing is a ConfigError naming it.
         """
-        error = self.assertRaises(ConfigError, make_codec, "nope", b"\n", 10)
+        error = self.assertRaises(
+            ConfigError, ClientCodec.for_framing, "nope", b"\n", 10
+        )
         self.assertIn("nope", str(error))
 
 
