@@ -604,9 +604,9 @@ class LineProtocol(DelimitedProtocol):
     C{delimiter} setting (C{\\n} by default).
     """
 
-    def make_decoder(self, max_frame: int) -> Decoder:
-        self.delimiter = self.factory.settings.delimiter
-        return LineDecoder(self.delimiter, max_frame)
+    @property  # type: ignore[override]
+    def delimiter(self) -> bytes:  # type: ignore[override]
+        return self.factory.settings.delimiter
 
 
 class LengthPrefixedProtocol(FramedProtocol):
