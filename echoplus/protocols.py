@@ -346,14 +346,7 @@ class FramedProtocol(ConnectionPolicies, Protocol):
             return True
         data = encodings.get(key)
         if data is None:
-            payloads = [payload]
-            if self._encodes_frames:
-                payloads = [self.encode_frame(payload)]
-            try:
-                data = self._encoder.encode_batch(payloads)
-            except ValueError:
-                data = b"".join(self._encode_each(payloads))
-            encodings[key] = data
+            data = encodings[key] = self._encode([payload])
         self._write_encoded(1, data)
         return True
 
@@ -379,13 +372,19 @@ class FramedProtocol(ConnectionPolicies, Protocol):
         """
         Encode payloads and write them in one write.
         """
+        self._write_encoded(len(payloads), self._encode(payloads))
+
+    def _encode(self, payloads: Sequence[bytes]) -> bytes:
+        """
+        Frame payloads into one C{bytes}; a payload the framing cannot carry
+        becomes an error frame in its place.
+        """
         if self._encodes_frames:
             payloads = [self.encode_frame(payload) for payload in payloads]
         try:
-            data = self._encoder.encode_batch(payloads)
+            return self._encoder.encode_batch(payloads)
         except ValueError:
-            data = b"".join(self._encode_each(payloads))
-        self._write_encoded(len(payloads), data)
+            return b"".join(self._encode_each(payloads))
 
     def _write_encoded(self, count: int, data: bytes) -> None:
         """
