@@ -99,14 +99,6 @@ def unparse_description(args: list[str], kwargs: dict[str, str]) -> str:
     return ":".join(positional + keywords)
 
 
-def endpoint_type(description: str) -> str:
-    """
-    The endpoint type of a description, lower-cased (C{tcp}, C{haproxy}...).
-    """
-    args, _ = parse_description(description)
-    return args[0].lower() if args else ""
-
-
 def with_defaults(description: str) -> str:
     """
     Add echoplus's defaults (backlog, UNIX socket mode) to an endpoint
