@@ -5,6 +5,7 @@ The C{echoplus} command: tools around a running or planned echoplus server.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
@@ -74,7 +75,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(arguments, "run", None):
         parser.print_help()
         return 0
-    return int(arguments.run(arguments))
+    try:
+        status = int(arguments.run(arguments))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (``echoplus processors | head``): stop quietly,
+        # and keep Python from failing again while flushing at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    return status
 
 
 if __name__ == "__main__":
