@@ -104,6 +104,8 @@ class BufferedDecoder:
         new byte).
     """
 
+    __slots__ = ("_held", "error", "max_frame", "need")
+
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         if max_frame < 0:
             raise ValueError(f"max_frame must not be negative, not {max_frame}")
@@ -160,6 +162,8 @@ class IntPrefixDecoder(BufferedDecoder):
     C{size} bytes (1, 2 or 4: the C{int8}, C{int16} and C{int32} framings).
     """
 
+    __slots__ = ("_unpack_from", "size")
+
     _formats = {1: ">B", 2: ">H", 4: ">I"}
 
     def __init__(self, size: int = 4, max_frame: int = DEFAULT_MAX_FRAME) -> None:
@@ -209,6 +213,8 @@ class NetstringDecoder(BufferedDecoder):
     only, with no leading zeros except C{0:} itself, and the trailing comma
     is required.
     """
+
+    __slots__ = ("_max_digits",)
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         super().__init__(max_frame)
@@ -283,6 +289,8 @@ class LineDecoder:
     not part of the frame.
     """
 
+    __slots__ = ("_held", "_hold_limit", "delimiter", "error", "max_frame")
+
     def __init__(
         self, delimiter: bytes = b"\n", max_frame: int = DEFAULT_MAX_FRAME
     ) -> None:
@@ -334,7 +342,14 @@ class LineDecoder:
             frames = self._split(data)
             frames.insert(0, first)
             return frames
-        return self._split(data)
+        # _split(data), inlined: this is the path of almost every read.
+        frames = data.split(self.delimiter)
+        rest = frames.pop()
+        if len(data) > self.max_frame:
+            return self._check_lengths(frames, rest)
+        if rest:
+            held += rest
+        return frames
 
     def _split(self, data: bytes) -> list[bytes]:
         """
@@ -344,14 +359,25 @@ class LineDecoder:
         frames = data.split(self.delimiter)
         rest = frames.pop()
         if len(data) > self.max_frame:
-            max_frame = self.max_frame
-            for index, frame in enumerate(frames):
-                if len(frame) > max_frame:
-                    self._too_long()
-                    return frames[:index]
-            if len(rest) > self._hold_limit:
+            return self._check_lengths(frames, rest)
+        if rest:
+            self._held += rest
+        return frames
+
+    def _check_lengths(self, frames: list[bytes], rest: bytes) -> list[bytes]:
+        """
+        Of a chunk longer than C{max_frame}, split into C{frames} and the
+        incomplete C{rest}: return the frames before the first one too
+        long, and hold the rest if it may still become a frame.
+        """
+        max_frame = self.max_frame
+        for index, frame in enumerate(frames):
+            if len(frame) > max_frame:
                 self._too_long()
-                return frames
+                return frames[:index]
+        if len(rest) > self._hold_limit:
+            self._too_long()
+            return frames
         if rest:
             self._held += rest
         return frames
@@ -366,6 +392,8 @@ class RawDecoder:
     No framing: every chunk is a frame as it arrives, cut into pieces of at
     most C{max_frame} bytes.
     """
+
+    __slots__ = ("error", "max_frame")
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         if max_frame < 1:
@@ -400,6 +428,8 @@ class LineEncoder:
     C{aba}), one whose end runs into the delimiter (C{x\\n} before
     C{\\n\\n} would decode as C{x}).
     """
+
+    __slots__ = ("_bordered", "delimiter")
 
     def __init__(self, delimiter: bytes = b"\n") -> None:
         if not delimiter:
@@ -436,6 +466,8 @@ class IntPrefixEncoder:
     Prefix each payload with its length as a big-endian unsigned integer of
     C{size} bytes.
     """
+
+    __slots__ = ("_largest", "_pack", "size")
 
     def __init__(self, size: int = 4) -> None:
         formats = IntPrefixDecoder._formats
@@ -475,6 +507,8 @@ class NetstringEncoder:
     Encode each payload as C{<length>:<payload>,}.
     """
 
+    __slots__ = ()
+
     def encode(self, payload: bytes) -> bytes:
         return b"%d:%b," % (len(payload), payload)
 
@@ -486,6 +520,8 @@ class RawEncoder:
     """
     No framing: payloads are written as they are.
     """
+
+    __slots__ = ()
 
     def encode(self, payload: bytes) -> bytes:
         return payload

@@ -139,6 +139,22 @@ class ConnectionPolicies:
 
     _log = Logger()
 
+    # This connection's policy state (see FramedProtocol.__slots__).
+    __slots__ = (
+        "_active",
+        "_discarding",
+        "_frame_since",
+        "_idle_since",
+        "_overload_call",
+        "_progressed",
+        "_rate",
+        "_rate_call",
+        "_refused",
+        "_sending",
+        "_unsent",
+        "_write_paused",
+    )
+
     # Provided by FramedProtocol.
     factory: Any
     settings: Any
@@ -146,7 +162,7 @@ class ConnectionPolicies:
     context: Any
     _closing: bool
     _fatal: Any
-    _paused: set[str]
+    _paused: list[str]
     _decoder: Any
     _dispatcher: Any
     _pause: Callable[[str], None]
@@ -156,8 +172,8 @@ class ConnectionPolicies:
     _write_payloads: Callable[[Sequence[bytes]], None]
     fail: Callable[[Any], None]
 
-    #: Set for a client refused by --allow/--deny: no state was set up.
-    _refused = False
+    # _refused is set for a client refused by --allow/--deny; then no other
+    # state was set up.
 
     def _init_policies(self) -> None:
         """
