@@ -461,13 +461,21 @@ class LineEncoder:
         return joined + delimiter
 
 
+#: Encoded length prefixes by prefix size and length, and netstring
+#: prefixes (C{b"63:"}) by length: a dict lookup per reply instead of a
+#: C{struct.pack} or a C{%} format.  Shared by every encoder and bounded.
+_INT_PREFIXES: dict[int, dict[int, bytes]] = {1: {}, 2: {}, 4: {}}
+_NETSTRING_PREFIXES: dict[int, bytes] = {}
+_PREFIXES_LIMIT = 4096
+
+
 class IntPrefixEncoder:
     """
     Prefix each payload with its length as a big-endian unsigned integer of
     C{size} bytes.
     """
 
-    __slots__ = ("_largest", "_pack", "size")
+    __slots__ = ("_largest", "_pack", "_prefixes", "size")
 
     def __init__(self, size: int = 4) -> None:
         formats = IntPrefixDecoder._formats
@@ -476,30 +484,35 @@ class IntPrefixEncoder:
         self.size = size
         self._pack = struct.Struct(formats[size]).pack
         self._largest = (1 << (8 * size)) - 1
+        self._prefixes = _INT_PREFIXES[size]
 
     def encode(self, payload: bytes) -> bytes:
-        if len(payload) > self._largest:
-            raise ValueError(
-                f"payload of {len(payload)} bytes does not fit a "
-                f"{self.size}-byte length prefix"
-            )
-        return self._pack(len(payload)) + payload
+        return self._prefix(len(payload)) + payload
 
     def encode_batch(self, payloads: Sequence[bytes]) -> bytes:
-        pack = self._pack
-        largest = self._largest
-        parts = []
-        append = parts.append
+        known = self._prefixes.get
+        parts: list[bytes] = []
         for payload in payloads:
             length = len(payload)
-            if length > largest:
-                raise ValueError(
-                    f"payload of {length} bytes does not fit a "
-                    f"{self.size}-byte length prefix"
-                )
-            append(pack(length))
-            append(payload)
+            prefix = known(length) or self._prefix(length)
+            parts += (prefix, payload)
         return b"".join(parts)
+
+    def _prefix(self, length: int) -> bytes:
+        """
+        The prefix of a payload of C{length} bytes.
+
+        @raise ValueError: the length does not fit the prefix.
+        """
+        if length > self._largest:
+            raise ValueError(
+                f"payload of {length} bytes does not fit a "
+                f"{self.size}-byte length prefix"
+            )
+        prefix = self._pack(length)
+        if len(self._prefixes) < _PREFIXES_LIMIT:
+            self._prefixes[length] = prefix
+        return prefix
 
 
 class NetstringEncoder:
@@ -513,7 +526,23 @@ class NetstringEncoder:
         return b"%d:%b," % (len(payload), payload)
 
     def encode_batch(self, payloads: Sequence[bytes]) -> bytes:
-        return b"".join([b"%d:%b," % (len(p), p) for p in payloads])
+        known = _NETSTRING_PREFIXES.get
+        parts: list[bytes] = []
+        for payload in payloads:
+            length = len(payload)
+            prefix = known(length) or _netstring_prefix(length)
+            parts += (prefix, payload, b",")
+        return b"".join(parts)
+
+
+def _netstring_prefix(length: int) -> bytes:
+    """
+    The C{<length>:} that starts a netstring of C{length} bytes.
+    """
+    prefix = b"%d:" % length
+    if len(_NETSTRING_PREFIXES) < _PREFIXES_LIMIT:
+        _NETSTRING_PREFIXES[length] = prefix
+    return prefix
 
 
 class RawEncoder:

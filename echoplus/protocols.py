@@ -262,8 +262,8 @@ class FramedProtocol(ConnectionPolicies, Protocol):
             self._generation = factory.generation
 
     def dataReceived(self, data: bytes) -> None:
-        # The hot path: one pass per read, whatever the number of frames.
-        # Writing is inlined (see _write_payloads) to save two calls a read.
+        # The hot path: one pass per read, whatever the number of frames,
+        # and one write for all of its replies.
         if self._closing:
             return
         if self._generation != self.factory.generation:
@@ -273,7 +273,8 @@ class FramedProtocol(ConnectionPolicies, Protocol):
         self._bytes_in += len(data)
         self._active = True  # for the idle timeout's sweep
         if frames:
-            self._frames_in += len(frames)
+            count = len(frames)
+            self._frames_in += count
             self._progressed = True  # for the frame timeout's sweep
             error: EchoPlusError | None = None
             if self._decodes_frames:
@@ -291,17 +292,12 @@ class FramedProtocol(ConnectionPolicies, Protocol):
             finally:
                 self._batch = None
             if out:
-                if self._encodes_frames:
-                    out = [self.encode_frame(payload) for payload in out]
-                try:
-                    encoded = self._encoder.encode_batch(out)
-                except ValueError:
-                    encoded = b"".join(self._encode_each(out))
-                self._write_encoded(len(out), encoded)
+                # _write_payloads(out), one call fewer.
+                self._write_encoded(len(out), self._encode(out))
             if pending >= self._max_inflight:
                 self._pause("inflight")
             if self._rate is not None:
-                self._take_tokens(len(frames))
+                self._take_tokens(count)
             if error is not None:
                 self.fail(error)
         if decoder.error is not None:
@@ -436,11 +432,12 @@ class FramedProtocol(ConnectionPolicies, Protocol):
         Write C{data}, C{count} frames already encoded: every write passes
         here.
         """
-        if self._write_paused and not self._within_budget(len(data)):
+        size = len(data)
+        if self._write_paused and not self._within_budget(size):
             return  # past --max-write-buffer: closing, output dropped
-        self._sending = len(data)
+        self._sending = size
         self._frames_out += count
-        self._bytes_out += len(data)
+        self._bytes_out += size
         self._send(data)
 
     def _encode_each(self, payloads: Sequence[bytes]) -> list[bytes]:

@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from echoplus import framing
 from echoplus.errors import BadFrame, FrameTooLong, FramingError
 from echoplus.framing import (
     DEFAULT_MAX_FRAME,
@@ -436,6 +437,27 @@ class IntPrefixTests(SynchronousTestCase):
         self.assertRaises(ValueError, IntPrefixEncoder(1).encode_batch, [b"x" * 256])
         self.assertEqual(IntPrefixEncoder(2).encode(b"x" * 65535)[:2], b"\xff\xff")
         self.assertRaises(ValueError, IntPrefixEncoder(2).encode, b"x" * 65536)
+
+    def test_prefix_cache_is_bounded(self) -> None:
+        """
+        The encoders remember the prefixes of lengths they met, up to a
+        bound; past it every length is still encoded correctly.
+        """
+        self.patch(framing, "_INT_PREFIXES", {1: {}, 2: {}, 4: {}})
+        self.patch(framing, "_NETSTRING_PREFIXES", {})
+        self.patch(framing, "_PREFIXES_LIMIT", 3)
+        payloads = [b"x" * n for n in range(10)]
+        for encoder, expected in [
+            (IntPrefixEncoder(2), lambda p: len(p).to_bytes(2, "big") + p),
+            (NetstringEncoder(), lambda p: b"%d:%b," % (len(p), p)),
+        ]:
+            for _ in range(2):  # the second time, some come from the cache
+                self.assertEqual(
+                    encoder.encode_batch(payloads),
+                    b"".join(expected(p) for p in payloads),
+                )
+        self.assertEqual(len(framing._INT_PREFIXES[2]), 3)
+        self.assertEqual(len(framing._NETSTRING_PREFIXES), 3)
 
     def test_big_endian(self) -> None:
         """
