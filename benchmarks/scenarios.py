@@ -113,7 +113,16 @@ SCENARIOS: dict[str, Scenario] = {
     ),
     "latency": Scenario("latency", "line", 64, 1, 1, (_LINE, _BARE)),
     "bulk": Scenario(
-        "bulk", "raw", 65536, 4, 2, (_echoplus("echoplus raw", "raw"), _BARE)
+        "bulk",
+        "raw",
+        65536,
+        4,
+        2,
+        (
+            _echoplus("echoplus raw", "raw"),
+            _BARE,
+            ServerSpec("twisted bare + direct send", peer="twisted-bare-direct"),
+        ),
     ),
     "chain": Scenario(
         "chain",
