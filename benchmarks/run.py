@@ -9,7 +9,9 @@ side by side, in one run.
 Every server runs pinned to core 0 (C{taskset -c 0}) and the load to core 1.
 Each server is primed with a throw-away run, then the servers of a scenario
 take turns, round after round (interleaved, so slow drift of a noisy
-machine hits all of them alike), and the table shows medians.  The load
+machine hits all of them alike), and the table shows medians.  Each
+target is the median of its per-round ratios (the two servers measured in
+the same round), printed with their range.  The load
 comes from C{../shared/tools/loadgen} (C, epoll; built into a temporary
 directory) when present, else from C{echoplus bench}; netstring is always
 driven by C{echoplus bench} (the C load generator does not speak it).  The
@@ -31,9 +33,9 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
-from scenarios import SCENARIOS, TARGETS, Scenario, ServerSpec
+from scenarios import SCENARIOS, TARGETS, Results, Scenario, ServerSpec
 
 REPO = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
@@ -50,17 +52,21 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else 0.0
 
 
-def target_verdict(name: str, value: float, bound: float, at_most: bool = False) -> str:
+def target_verdict(
+    name: str, ratios: Sequence[float], bound: float, at_most: bool = False
+) -> str:
     """
     One line saying whether a target holds: C{met} or C{MISSED} with the
-    measured figure.
+    median of the per-round ratios, and their range.
     """
+    value = median(ratios)
+    spread = f"rounds {min(ratios):.2f}-{max(ratios):.2f}"
     if not bound:
-        return f"  info   {name}: {value:.2f}x"
+        return f"  info   {name}: {value:.2f}x ({spread})"
     ok = value <= bound if at_most else value >= bound
     sign = "<=" if at_most else ">="
     word = "met   " if ok else "MISSED"
-    return f"  {word} {name}: {value:.2f}x (target {sign} {bound:.2f}x)"
+    return f"  {word} {name}: {value:.2f}x (target {sign} {bound:.2f}x; {spread})"
 
 
 def _pinned(core: int, command: list[str]) -> list[str]:
@@ -289,10 +295,13 @@ def run_scenario(
     finally:
         for server in servers:
             server.stop()
-    table = {}
+    table: dict[str, dict[str, Any]] = {}
     for label, results in samples.items():
-        row = {key: median([r[key] for r in results]) for key in results[0]}
+        row: dict[str, Any] = {
+            key: median([r[key] for r in results]) for key in results[0]
+        }
         row["rss_kib"] = rss.get(label, 0)
+        row["rounds"] = results
         table[label] = row
     return table
 
@@ -327,14 +336,14 @@ def print_table(scenario: Scenario, rows: dict[str, dict[str, float]]) -> None:
             print(f"    ! the load generator was saturated for {label}")
 
 
-def check_targets(results: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+def check_targets(results: Results) -> list[str]:
     """A verdict line for every target whose scenario ran."""
     lines = []
     for target in TARGETS:
-        value = target.value(results)
-        if value is None:
+        ratios = target.ratios(results)
+        if not ratios:
             continue
-        lines.append(target_verdict(target.name, value, target.bound, target.at_most))
+        lines.append(target_verdict(target.name, ratios, target.bound, target.at_most))
     return lines
 
 
@@ -362,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{arguments.rounds} interleaved rounds of {arguments.duration:g} s; "
         f"{os.cpu_count()} cores (server on core 0, load on core 1)"
     )
-    results: dict[str, dict[str, dict[str, float]]] = {}
+    results: Results = {}
     for name in names:
         scenario = SCENARIOS[name]
         results[name] = run_scenario(

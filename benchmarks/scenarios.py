@@ -9,9 +9,11 @@ compared with.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
-Results = dict[str, dict[str, dict[str, float]]]
+#: Scenario name -> server label -> medians, plus C{"rounds"}: the figures
+#: of every round, in order.
+Results = dict[str, dict[str, dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -171,32 +173,53 @@ SCENARIOS: dict[str, Scenario] = {
 class Target:
     """
     One target: a ratio computed from the results, and its bound.
+
+    C{ratios} returns the ratio of every round (the two servers measured
+    in the same round, seconds apart), or L{None} when the scenario did not
+    run: the verdict is their median, and their range shows how much this
+    machine moved them.
     """
 
     name: str
-    value: Callable[[Results], float | None]
+    ratios: Callable[[Results], list[float] | None]
     bound: float
     at_most: bool = False
 
 
-def _ratio(scenario: str, ours: str, peer: str, key: str = "msgs_per_s") -> Callable:
-    def value(results: Results) -> float | None:
-        rows = results.get(scenario)
-        if not rows or ours not in rows or peer not in rows or not rows[peer][key]:
-            return None
-        return rows[ours][key] / rows[peer][key]
-
-    return value
-
-
-def _chain_cost(results: Results) -> float | None:
-    rows = results.get("chain")
-    if not rows:
+def _per_round(
+    results: Results, scenario: str, ours: str, peer: str, key: str
+) -> list[tuple[float, float]] | None:
+    """
+    The C{key} figures of C{ours} and C{peer}, round by round.
+    """
+    rows = results.get(scenario)
+    if not rows or ours not in rows or peer not in rows:
         return None
-    three = rows["echoplus 3 processors"]["msgs_per_s"]
-    one = rows["echoplus 1 processor"]["msgs_per_s"]
-    # Expressed as a ratio, like the others: per-message time of 3 over 1.
-    return one / three if three else None
+    pairs = [
+        (mine[key], theirs[key])
+        for mine, theirs in zip(rows[ours]["rounds"], rows[peer]["rounds"], strict=True)
+    ]
+    return pairs or None
+
+
+def _ratio(scenario: str, ours: str, peer: str, key: str = "msgs_per_s") -> Callable:
+    def ratios(results: Results) -> list[float] | None:
+        pairs = _per_round(results, scenario, ours, peer, key)
+        if pairs is None:
+            return None
+        return [mine / theirs for mine, theirs in pairs if theirs]
+
+    return ratios
+
+
+def _chain_cost(results: Results) -> list[float] | None:
+    # Per-message time of 3 processors over 1: the inverse of throughput.
+    pairs = _per_round(
+        results, "chain", "echoplus 3 processors", "echoplus 1 processor", "msgs_per_s"
+    )
+    if pairs is None:
+        return None
+    return [one / three for three, one in pairs if three]
 
 
 TARGETS: tuple[Target, ...] = (

@@ -170,8 +170,29 @@ class RunnerSmokeTests(SynchronousTestCase):
         """The runner's table marks a missed target with MISSED and the figure."""
         import run  # type: ignore[import-not-found]
 
-        verdict = run.target_verdict("line vs LineReceiver", 1.5, 2.0)
+        verdict = run.target_verdict("line vs LineReceiver", [1.4, 1.5, 2.1], 2.0)
         self.assertIn("MISSED", verdict)
         self.assertIn("1.50x", verdict)
-        self.assertIn("met", run.target_verdict("x", 2.5, 2.0))
+        self.assertIn("rounds 1.40-2.10", verdict)
+        self.assertIn("met", run.target_verdict("x", [2.5], 2.0))
         self.assertEqual(run.median([3.0, 1.0, 2.0]), 2.0)
+
+    def test_targets_pair_servers_round_by_round(self) -> None:
+        """
+        A target is the median of the ratios of servers measured in the
+        same round, not the ratio of their medians.
+        """
+        import scenarios  # type: ignore[import-not-found]
+
+        def row(*rates: float) -> dict[str, object]:
+            return {"rounds": [{"msgs_per_s": rate} for rate in rates]}
+
+        results = {
+            "line": {
+                "echoplus line": row(100.0, 50.0, 300.0),
+                "twisted LineReceiver": row(50.0, 20.0, 300.0),
+            }
+        }
+        target = next(t for t in scenarios.TARGETS if t.name == "line vs LineReceiver")
+        self.assertEqual(target.ratios(results), [2.0, 2.5, 1.0])
+        self.assertIsNone(target.ratios({}))
