@@ -322,6 +322,7 @@ class LineDecoder:
         if self.error is not None:
             return []
         held = self._held
+        first = None
         if held:
             delimiter = self.delimiter
             # Only the new bytes, and the tail a delimiter could straddle,
@@ -339,29 +340,15 @@ class LineDecoder:
             if len(first) > self.max_frame:
                 self._too_long()
                 return []
-            frames = self._split(data)
-            frames.insert(0, first)
-            return frames
-        # _split(data), inlined: this is the path of almost every read.
+        # data now starts at a frame boundary: split it, hold the rest.
         frames = data.split(self.delimiter)
         rest = frames.pop()
         if len(data) > self.max_frame:
-            return self._check_lengths(frames, rest)
-        if rest:
+            frames = self._check_lengths(frames, rest)
+        elif rest:
             held += rest
-        return frames
-
-    def _split(self, data: bytes) -> list[bytes]:
-        """
-        Split C{data}, which starts at a frame boundary, into frames; hold
-        the incomplete rest.
-        """
-        frames = data.split(self.delimiter)
-        rest = frames.pop()
-        if len(data) > self.max_frame:
-            return self._check_lengths(frames, rest)
-        if rest:
-            self._held += rest
+        if first is not None:
+            frames.insert(0, first)
         return frames
 
     def _check_lengths(self, frames: list[bytes], rest: bytes) -> list[bytes]:
