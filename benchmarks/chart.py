@@ -37,6 +37,7 @@ def draw(results: Results, path: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     names = list(results)
     figure, axes = plt.subplots(
@@ -63,6 +64,9 @@ def draw(results: Results, path: str) -> None:
         axis.set_title(f"{name} ({unit})", fontsize=10, loc="left")
         axis.tick_params(labelsize=8)
         axis.set_xlim(0, max(values) * 1.25 if values else 1)
+        # Plain numbers with separators, never an offset such as "1e6".
+        axis.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     figure.suptitle(f"echoplus vs peers: {machine()}", fontsize=9)
-    figure.tight_layout()
+    # Leave the top strip to the title.
+    figure.tight_layout(rect=(0, 0, 1, 0.985))
     figure.savefig(path)
