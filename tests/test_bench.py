@@ -23,6 +23,8 @@ from echoplus.cli import main
 from tests.support import Twistd
 
 REPO = Path(__file__).resolve().parent.parent
+#: A free loopback port: never the default 5000, which may be taken.
+LISTEN = ["--listen", "tcp:0:interface=127.0.0.1"]
 
 
 class ParseClientEndpointTests(SynchronousTestCase):
@@ -102,7 +104,7 @@ class BenchAgainstTwistdTests(SynchronousTestCase):
 
     def test_echo_run_json(self) -> None:
         """A one-second run against an echo server reports replies and no errors."""
-        server = Twistd(["--framing", "int32"])
+        server = Twistd([*LISTEN, "--framing", "int32"])
         self.addCleanup(server.stop)
         host, port = server.addresses[0]
         stdout, stderr = io.StringIO(), io.StringIO()
@@ -133,7 +135,7 @@ class BenchAgainstTwistdTests(SynchronousTestCase):
 
     def test_wrong_replies_are_errors(self) -> None:
         """Replies that differ from their requests are counted as errors."""
-        server = Twistd(["--processor", "upper"])
+        server = Twistd([*LISTEN, "--processor", "upper"])
         self.addCleanup(server.stop)
         host, port = server.addresses[0]
         endpoint = f"tcp:{host}:{port}"
