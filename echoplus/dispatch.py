@@ -164,9 +164,8 @@ class OrderedDispatcher:
         @return: how many requests are pending afterwards (L{pending}).
         """
         slots = self._slots
-        if self._batch_processes is not None and not slots:
-            size = len(messages)
-            replies = self._run_batch(messages, size) if size > 1 else None
+        if self._batch_processes is not None and not slots and len(messages) > 1:
+            replies = self._run_batch(messages)
             if replies is not None:
                 out += replies
                 return 0
@@ -238,7 +237,7 @@ class OrderedDispatcher:
             self._out = None
         return len(slots)
 
-    def _run_batch(self, messages: Sequence[bytes], count: int) -> list[bytes] | None:
+    def _run_batch(self, messages: Sequence[bytes]) -> list[bytes] | None:
         """
         Run a whole read through a chain of L{IBatchProcessor}s: one call
         per processor.  Return L{None} to have the messages processed one
@@ -246,6 +245,7 @@ class OrderedDispatcher:
         """
         batch = messages
         context = self._context
+        count = len(messages)
         try:
             for process_batch in self._batch_processes:  # type: ignore[union-attr]
                 batch = process_batch(batch, context)

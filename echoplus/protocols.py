@@ -115,7 +115,6 @@ class FramedProtocol(ConnectionPolicies, Protocol):
         "_frames_out",
         "_generation",
         "_input_done",
-        "_max_inflight",
         "_metrics",
         "_owed_call",
         "_paused",
@@ -222,7 +221,6 @@ class FramedProtocol(ConnectionPolicies, Protocol):
         settings = factory.settings
         self._generation = factory.generation
         self.settings = settings
-        self._max_inflight = settings.max_inflight
         self._chain = factory.chain
         self.processors = factory.chain.for_connection()
         self._dispatcher = OrderedDispatcher(
@@ -256,7 +254,6 @@ class FramedProtocol(ConnectionPolicies, Protocol):
             factory.connection_rechained(self, previous)
             return
         self.settings = settings
-        self._max_inflight = settings.max_inflight
         self._dispatcher.timeout = settings.processor_timeout
         if factory.chain is self._chain:
             self._generation = factory.generation
@@ -294,7 +291,7 @@ class FramedProtocol(ConnectionPolicies, Protocol):
             if out:
                 # _write_payloads(out), one call fewer.
                 self._write_encoded(len(out), self._encode(out))
-            if pending >= self._max_inflight:
+            if pending >= self.settings.max_inflight:
                 self._pause("inflight")
             if self._rate is not None:
                 self._take_tokens(count)
@@ -569,7 +566,7 @@ class FramedProtocol(ConnectionPolicies, Protocol):
         Pending requests completed: resume reading or finish closing.
         """
         if self._dispatcher.pending:
-            if self._dispatcher.pending < self._max_inflight:
+            if self._dispatcher.pending < self.settings.max_inflight:
                 self._resume("inflight")
             return
         if self._fatal is not None:
