@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import attrs
 
 from echoplus.errors import ConfigError
+from echoplus.parsers import broker as _broker
 from echoplus.parsers import check_endpoint
 from echoplus.parsers import choice as _choice
 from echoplus.parsers import delimiter as _delimiter
@@ -24,6 +25,8 @@ from echoplus.parsers import framing as _framing
 from echoplus.parsers import integer as _integer
 from echoplus.parsers import networks as _networks
 from echoplus.parsers import optional_text as _optional_text
+from echoplus.parsers import positive_seconds as _positive_seconds
+from echoplus.parsers import prefix as _prefix
 from echoplus.parsers import processors as _processors
 from echoplus.parsers import seconds as _seconds
 from echoplus.parsers import text as _text
@@ -86,6 +89,10 @@ class Settings:
     metrics: str | None = None
     workers: int = 1
     log_format: str = "text"
+    broker: str = "memory"
+    broker_prefix: str = "echoplus"
+    broker_history: int = 1000
+    broker_ttl: float = 30.0
 
 
 @attrs.frozen
@@ -246,6 +253,37 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "worker processes sharing the listeners [default: 1]",
         per_listener=False,
         metavar="N",
+    ),
+    OptionSpec(
+        "broker",
+        _broker,
+        "where topics are shared: memory (this process), "
+        "redis://[:password@]host[:port][/db], rediss://... (TLS) or "
+        "unix:///path/redis.sock [default: memory]",
+        per_listener=False,
+        metavar="URL",
+    ),
+    OptionSpec(
+        "broker_prefix",
+        _prefix,
+        "Redis key prefix, so several deployments can share one Redis "
+        "[default: echoplus]",
+        per_listener=False,
+        metavar="NAME",
+    ),
+    OptionSpec(
+        "broker_history",
+        _integer(0, 10_000_000),
+        "per-topic frames kept for a node that reconnects [default: 1000]",
+        per_listener=False,
+        metavar="N",
+    ),
+    OptionSpec(
+        "broker_ttl",
+        _positive_seconds,
+        "seconds a node that stopped heart-beating still counts [default: 30]",
+        per_listener=False,
+        metavar="SECONDS",
     ),
     OptionSpec(
         "log_format",

@@ -190,6 +190,7 @@ class FramedProtocol(ConnectionPolicies, Protocol):
             factory.clock,
             push=self.send,
             push_shared=self.send_shared,
+            broker=factory.broker,
         )
         self._configure()
         self._init_policies()

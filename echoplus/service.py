@@ -12,6 +12,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from echoplus.cluster.service import BrokerService, make_broker
 from echoplus.config import ListenerSettings, Settings
 from echoplus.drain import Drainer
 from echoplus.endpoints import server_from_string
@@ -134,6 +135,12 @@ class EchoPlusService(MultiService):
         if metrics is None and settings.metrics:
             metrics = Metrics()
         self.metrics = metrics
+        # Not a child either: started before the listeners accept, stopped
+        # after they drained (their last requests may still publish).
+        self.broker = make_broker(
+            settings, reactor, metrics.registry if metrics is not None else None
+        )
+        self.broker_service = BrokerService(self.broker)
         self.factories: dict[str, EchoPlusFactory] = {}
         self._retired: list[EchoPlusFactory] = []
         self.drainer = Drainer(reactor, self._drained_factories, settings.drain_timeout)
@@ -143,7 +150,12 @@ class EchoPlusService(MultiService):
         self.metrics_service: MetricsService | None = None
         if metrics is not None and settings.metrics:
             self.metrics_service = MetricsService(
-                settings.metrics, metrics.registry, self.healthy, reactor, metrics.flush
+                settings.metrics,
+                metrics.registry,
+                self.healthy,
+                reactor,
+                metrics.flush,
+                details=self.health_details,
             )
 
     def make_listener(self, listener: ListenerSettings) -> ListenerService:
@@ -151,7 +163,7 @@ class EchoPlusService(MultiService):
         A new listener service (not yet part of this service) and its
         factory.
         """
-        factory = EchoPlusFactory(listener, self.reactor)
+        factory = EchoPlusFactory(listener, self.reactor, broker=self.broker)
         if self.metrics is not None:
             factory.metrics = self.metrics.for_listener(
                 factory.name, factory.connections
@@ -226,6 +238,8 @@ class EchoPlusService(MultiService):
         """
         Start every listener; with a C{load} function, reload on SIGHUP.
         """
+        if not self.broker_service.running:
+            self.broker_service.startService()
         super().startService()
         if self.metrics_service is not None and not self.metrics_service.running:
             self.metrics_service.startService()
@@ -253,6 +267,7 @@ class EchoPlusService(MultiService):
         self.draining = True
         stopped = super().stopService()
         stopped.addCallback(lambda _: self.drainer.drain())
+        stopped.addCallback(lambda _: self.broker_service.stopService())
         if self.metrics is not None:
             stopped.addCallback(lambda _: self.metrics.stop_flushing())
         if self.metrics_service is not None:
@@ -271,6 +286,12 @@ class EchoPlusService(MultiService):
             for service in self
             if isinstance(service, ListenerService)
         )
+
+    def health_details(self) -> str:
+        """
+        The lines C{/healthz} adds after its verdict: the broker's state.
+        """
+        return f"broker: {self.broker.status()} ({self.broker.name})"
 
     def setServiceParent(self, parent: Any) -> None:
         """
