@@ -19,6 +19,8 @@ from echoplus.endpoints import server_from_string
 from echoplus.errors import ConfigError
 from echoplus.factory import EchoPlusFactory
 from echoplus.metrics import Metrics, MetricsService
+from echoplus.processors.chain import ProcessorChain
+from echoplus.reload import ReloadPlan, install_sighup
 
 __all__ = ["EchoPlusService", "ListenerService"]
 
@@ -202,8 +204,6 @@ class EchoPlusService(MultiService):
 
         @return: whether the new configuration was applied.
         """
-        from echoplus.reload import apply_reload
-
         if self._load is None or self.settings.config is None:
             self._log.info("Reload: no config file, nothing to reload")
             return False
@@ -211,11 +211,10 @@ class EchoPlusService(MultiService):
             self._log.info("Reload ignored: the service is stopping")
             return False
         try:
-            plan = apply_reload(self, self._load())
+            plan = self.apply_reload(self._load())
         except ConfigError as error:
             self._log.error(
-                "Reload of {config} refused, the running configuration stays: "
-                "{errors}",
+                "Reload of {config} refused, the running configuration stays: {errors}",
                 config=self.settings.config,
                 errors="; ".join(str(error).splitlines()),
             )
@@ -226,6 +225,48 @@ class EchoPlusService(MultiService):
             summary=plan.summary(),
         )
         return True
+
+    def apply_reload(self, new: Settings) -> ReloadPlan:
+        """
+        Take this service from its settings to C{new}, all or nothing.
+
+        The new chains are resolved and the new listeners bound before
+        anything changes, and a failure there leaves the service as it
+        was.  Then existing listeners are reconfigured (open connections
+        pick the change up from their next read), new listeners join and
+        removed ones stop accepting while their open connections finish.
+
+        @param new: validated settings.
+        @raise ConfigError: a chain cannot be resolved or a new listener
+            cannot bind; nothing changed.
+        """
+        plan = ReloadPlan.between(self.settings, new, self.fixed_listeners)
+        chains = {
+            after.endpoint: ProcessorChain(after.processors)
+            for before, after in plan.changed
+            if before.processors != after.processors
+        }
+        started: list[ListenerService] = []
+        try:
+            for listener in plan.added:
+                child = self.make_listener(listener)
+                if self.running:
+                    child.privilegedStartService()
+                started.append(child)
+        except ConfigError:
+            for child in started:
+                child.stopService()
+            raise
+        for child in started:
+            self.add_listener(child)
+        for _, after in plan.changed:
+            factory = self.factories[after.endpoint]
+            factory.configure(after, chains.get(after.endpoint, factory.chain))
+        for endpoint in plan.removed:
+            self.remove_listener(endpoint)
+        self.settings = plan.settings
+        self.drainer.timeout = plan.settings.drain_timeout
+        return plan
 
     def privilegedStartService(self) -> None:
         # Reload on SIGHUP from now on: until then SIGHUP ends the process.
@@ -252,8 +293,6 @@ class EchoPlusService(MultiService):
         With a C{load} function, make SIGHUP call L{reload} (once).
         """
         if self._load is not None and self._restore_sighup is None:
-            from echoplus.reload import install_sighup
-
             self._restore_sighup = install_sighup(self.reactor, self.reload)
 
     def stopService(self) -> Any:
