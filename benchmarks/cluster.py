@@ -31,7 +31,6 @@ import argparse
 import os
 import re
 import resource
-import selectors
 import shutil
 import socket
 import statistics
@@ -40,15 +39,17 @@ import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from cluster_load import TOPIC, measure  # noqa: E402
+
 from tests.redis_support import RedisServer, require_redis  # noqa: E402
 from tests.support import Twistd  # noqa: E402
 
-TOPIC = b"bench"
 CPU_TARGET = 1.5  # redis vs memory, CPU per delivery, at most
 P50_TARGET_MS = 1.0
 _PINNING = (os.cpu_count() or 1) >= 2 and hasattr(os, "sched_setaffinity")
@@ -58,44 +59,12 @@ def _pin_to_server_core() -> None:
     os.sched_setaffinity(0, {0})
 
 
-def cpu_seconds(pid: int) -> float:
-    """
-    User plus system CPU time of process C{pid} so far, in seconds.
-    """
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def run_queue_seconds(pid: int) -> float:
-    """
-    How long process C{pid}'s main thread has waited for a CPU so far, in
-    seconds (C{/proc/PID/schedstat}): on a shared machine, how much of a
-    latency figure is other people's work.
-    """
-    try:
-        with open(f"/proc/{pid}/schedstat") as schedstat:
-            return int(schedstat.read().split()[1]) / 1e9
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return (
-        ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if values else 0.0
-    )
-
-
 class Setup:
     """
     A running setup: node processes, their subscribers and one publisher.
 
-    @ivar servers: pids whose CPU counts as the nodes'.
-    @ivar extra: pids measured beside them (Redis).
+    @ivar nodes: the node processes; their CPU counts as the nodes'.
+    @ivar extra: pids whose CPU is measured beside them (Redis).
     """
 
     def __init__(self, name: str, stack: ExitStack) -> None:
@@ -107,12 +76,22 @@ class Setup:
         self.publisher: socket.socket | None = None
 
     def start_node(self, arguments: list[str]) -> Twistd:
-        node = Twistd(
-            ["--listen", "tcp:0:interface=127.0.0.1", "--processor", "pubsub"]
-            + arguments,
-            preexec_fn=_pin_to_server_core if _PINNING else None,
-            timeout=30,
-        )
+        """
+        Start one pubsub node on a free loopback port, pinned to core 0.
+        """
+        try:
+            node = Twistd(
+                ["--listen", "tcp:0:interface=127.0.0.1", "--processor", "pubsub"]
+                + arguments,
+                preexec_fn=_pin_to_server_core if _PINNING else None,
+                timeout=30,
+            )
+        except AssertionError as failure:
+            tail = "\n".join(str(failure).splitlines()[-5:])
+            raise SystemExit(
+                f"cluster.py: a {self.name} node did not start "
+                f"(twistd -n echoplus {' '.join(arguments)}):\n{tail}"
+            ) from None
         self.stack.callback(node.stop)
         self.nodes.append(node)
         return node
@@ -156,8 +135,15 @@ class Setup:
                 return
         raise SystemExit(f"{self.name}: not ready within {timeout:g} s ({reply!r})")
 
-    def pids(self) -> list[int]:
-        return [node.process.pid for node in self.nodes]
+    def measure(self, rate: int, duration: float, size: int) -> dict[str, float]:
+        """
+        One measurement window (see L{cluster_load.measure}).
+        """
+        assert self.publisher is not None
+        pids = [node.process.pid for node in self.nodes]
+        return measure(
+            self.publisher, self.subscribers, pids, self.extra, rate, duration, size
+        )
 
 
 def _read_line(sock: socket.socket, timeout: float = 10.0) -> bytes:
@@ -185,159 +171,6 @@ def _drain(sock: socket.socket) -> bool:
     finally:
         sock.setblocking(True)
     return got
-
-
-class Tally:
-    """
-    What one measurement window read: deliveries in order per subscriber,
-    their latencies, and the publisher's replies.
-
-    @ivar latencies: nanoseconds from each delivery's send time to its read.
-    @ivar counts: C{delivered}, C{disorder} (a sequence number that is not
-        the last one plus one: lost, duplicated or reordered), C{gaps}
-        (C{GAP} lines), C{errors} (anything else unexpected), C{acks}
-        (C{OK PUB} replies), C{miscounts} (C{OK PUB <n>} with n not the
-        number of subscribers).
-    """
-
-    def __init__(self, subscribers: int) -> None:
-        self.subscribers = subscribers
-        self.latencies: list[int] = []
-        self.counts = dict.fromkeys(
-            ("delivered", "disorder", "gaps", "errors", "acks", "miscounts"), 0
-        )
-        self._pending: dict[Any, bytes] = {}
-        self._last: dict[Any, int] = {}
-
-    def read(self, sock: Any, publisher: bool = False) -> None:
-        """
-        Read one chunk from C{sock} and count its complete lines.
-        """
-        try:
-            data = sock.recv(1 << 18)
-        except BlockingIOError:
-            return
-        received = time.perf_counter_ns()
-        if not data:
-            raise SystemExit("a node closed a connection during the run")
-        lines = (self._pending.pop(sock, b"") + data).split(b"\n")
-        if lines[-1]:
-            self._pending[sock] = lines[-1]
-        del lines[-1]
-        if publisher:
-            self._replies(lines)
-        else:
-            self._deliveries(sock, lines, received)
-
-    def _replies(self, lines: list[bytes]) -> None:
-        counts = self.counts
-        expected = b"OK PUB %d" % (self.subscribers,)
-        for line in lines:
-            if line.startswith(b"OK PUB "):
-                counts["acks"] += 1
-                counts["miscounts"] += line != expected
-            else:
-                counts["errors"] += 1
-
-    def _deliveries(self, sock: Any, lines: list[bytes], received: int) -> None:
-        counts = self.counts
-        last = self._last.get(sock, -1)
-        for line in lines:
-            parts = line.split(b" ", 4)
-            if parts[0] == b"GAP":
-                counts["gaps"] += 1
-            elif parts[0] == b"MSG" and parts[2:3] == [b"ready"]:
-                continue  # wait_ready's probes, late
-            elif parts[0] != b"MSG" or len(parts) < 4:
-                counts["errors"] += 1
-            else:
-                seq = int(parts[2])
-                self.latencies.append(received - int(parts[3]))
-                counts["delivered"] += 1
-                counts["disorder"] += seq != last + 1
-                last = seq
-        self._last[sock] = last
-
-
-def measure(setup: Setup, rate: int, duration: float, size: int) -> dict[str, float]:
-    """
-    Publish at C{rate} for C{duration} seconds and read every delivery (or
-    give up 10 s after the last publish).
-    """
-    publisher = setup.publisher
-    assert publisher is not None
-    total = max(1, int(rate * duration))
-    wanted = total * len(setup.subscribers)
-    tally = Tally(len(setup.subscribers))
-    counts = tally.counts
-    selector = selectors.DefaultSelector()
-    for sock in [*setup.subscribers, publisher]:
-        sock.setblocking(False)
-        selector.register(sock, selectors.EVENT_READ, sock is publisher)
-    padding = b"x" * max(0, size - 30)
-    cpu_pids = setup.pids() + setup.extra
-    cpu_before = [cpu_seconds(pid) for pid in cpu_pids]
-    waits_before = [run_queue_seconds(pid) for pid in [os.getpid(), *cpu_pids]]
-    own_before = _own_cpu()
-    start = now = time.perf_counter_ns()
-    interval = 1e9 / rate
-    sent = 0
-    drain_deadline = start + int((duration + 10) * 1e9)
-    while counts["delivered"] < wanted or counts["acks"] + counts["errors"] < total:
-        now = time.perf_counter_ns()
-        if sent < total:
-            due = min(total, int((now - start) / interval) + 1)
-            if due > sent:
-                publisher.sendall(
-                    b"".join(
-                        b"PUB %s %d %d %s\n" % (TOPIC, seq, now, padding)
-                        for seq in range(sent, due)
-                    )
-                )
-                sent = due
-            wait = (start + sent * interval - time.perf_counter_ns()) / 1e9
-        elif now > drain_deadline:
-            break
-        else:
-            wait = 0.1
-        for key, _ in selector.select(timeout=max(wait, 0)):
-            tally.read(key.fileobj, key.data)
-    elapsed = (now - start) / 1e9
-    own = _own_cpu() - own_before
-    spent = [
-        cpu_seconds(pid) - before
-        for pid, before in zip(cpu_pids, cpu_before, strict=True)
-    ]
-    waits = [
-        run_queue_seconds(pid) - before
-        for pid, before in zip([os.getpid(), *cpu_pids], waits_before, strict=True)
-    ]
-    selector.close()
-    for sock in [*setup.subscribers, publisher]:
-        sock.setblocking(True)
-    delivered = max(counts["delivered"], 1)
-    nodes = len(setup.nodes)
-    latencies_ms = [value / 1e6 for value in tally.latencies]
-    return {
-        "deliveries/s": counts["delivered"] / elapsed,
-        "node cpu us": sum(spent[:nodes]) / delivered * 1e6,
-        "broker cpu us": sum(spent[nodes:]) / delivered * 1e6,
-        "p50 ms": statistics.median(latencies_ms) if latencies_ms else 0.0,
-        "p99 ms": percentile(latencies_ms, 0.99),
-        "missing": wanted - counts["delivered"],
-        "disorder": counts["disorder"],
-        "gaps": counts["gaps"],
-        "errors": counts["errors"],
-        "miscounts": counts["miscounts"],
-        "lg cpu": own / elapsed,
-        "lg wait": waits[0] / elapsed,
-        "server wait": max(waits[1:]) / elapsed,
-    }
-
-
-def _own_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def redis_ceiling(port: int, requests: int) -> str:
@@ -485,11 +318,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  redis-server {redis.version()} on port {redis.port}")
         setups = [memory, clustered]
         for setup in setups:  # prime each with a short throw-away window
-            measure(setup, options.rate, min(1.0, options.duration), options.size)
+            setup.measure(options.rate, min(1.0, options.duration), options.size)
         for number in range(options.rounds):
             for setup in setups if number % 2 == 0 else reversed(setups):
                 results[setup.name].append(
-                    measure(setup, options.rate, options.duration, options.size)
+                    setup.measure(options.rate, options.duration, options.size)
                 )
         print_rows(results)
         print(

@@ -1,11 +1,13 @@
 """
-Smoke tests of C{benchmarks/cluster.py}'s helpers: how a window's lines are
-counted, the verdicts, and the C{redis-benchmark} ceiling against a real
-throw-away Redis (the benchmark itself is not part of the test suite).
+Smoke tests of the helpers of C{benchmarks/cluster.py} and
+C{cluster_load.py}: how a window's lines are counted, the verdicts, and the
+C{redis-benchmark} ceiling against a real throw-away Redis (the benchmark
+itself is not part of the test suite).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import socket
@@ -21,19 +23,20 @@ from tests.redis_support import RedisServer
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _cluster() -> Any:
+def _benchmark(name: str) -> Any:
+    """
+    Import C{benchmarks/<name>.py}.
+    """
     sys.path.insert(0, str(REPO / "benchmarks"))
     try:
-        import cluster  # type: ignore[import-not-found]
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(REPO / "benchmarks"))
-    return cluster
 
 
 class TallyTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.cluster = _cluster()
-        self.tally = self.cluster.Tally(subscribers=2)
+        self.tally = _benchmark("cluster_load").Tally(subscribers=2)
         self.server, self.client = socket.socketpair()
         self.addCleanup(self.server.close)
         self.addCleanup(self.client.close)
@@ -89,7 +92,7 @@ class HelperTests(SynchronousTestCase):
         """
         A verdict is the median of the rounds against an upper bound.
         """
-        cluster = _cluster()
+        cluster = _benchmark("cluster")
         verdict = cluster.verdict("cpu", [1.2, 1.9, 1.4], 1.5, "x")
         self.assertIn("met", verdict)
         self.assertIn("1.40x", verdict)
@@ -100,10 +103,10 @@ class HelperTests(SynchronousTestCase):
         """
         The /proc readers report this process's CPU and run-queue time.
         """
-        cluster = _cluster()
-        self.assertGreater(cluster.cpu_seconds(os.getpid()), 0)
-        self.assertGreaterEqual(cluster.run_queue_seconds(os.getpid()), 0)
-        self.assertEqual(cluster.cpu_seconds(2**22 + 7), 0.0)
+        load = _benchmark("cluster_load")
+        self.assertGreater(load.cpu_seconds(os.getpid()), 0)
+        self.assertGreaterEqual(load.run_queue_seconds(os.getpid()), 0)
+        self.assertEqual(load.cpu_seconds(2**22 + 7), 0.0)
 
     def test_redis_ceiling(self) -> None:
         """
@@ -112,5 +115,5 @@ class HelperTests(SynchronousTestCase):
         if shutil.which("redis-benchmark") is None:
             raise SkipTest("redis-benchmark not installed: apt-get install redis-tools")
         redis = RedisServer.start_for(self)
-        line = _cluster().redis_ceiling(redis.port, 2000)
+        line = _benchmark("cluster").redis_ceiling(redis.port, 2000)
         self.assertRegex(line, r"^[\d,]+ PUBLISH/s")
