@@ -265,7 +265,8 @@ class RedisLink:
         if self._stopping or failure.check(CancelledError):
             return
         self.on_failure(_reason(failure))
-        self._watch(name)
+        # Not at once: ClientService is in the middle of a transition.
+        self._reactor.callLater(0, self._watch, name)
 
     def _lost(self, _: Any, name: str, protocol: Any) -> None:
         if self._protocols[name] is not protocol:
