@@ -7,11 +7,14 @@ proxy, a history overflow, a node that dies, and C{--workers 2}.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
@@ -405,3 +408,46 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+class TransportTests(ClusterTestCase):
+    """
+    The other broker URL forms against a real Redis: a UNIX socket, and
+    TLS (C{rediss://}) verified against a given CA.
+    """
+
+    def _roundtrip(self, url: str) -> None:
+        node = self.node(url)
+        (subscriber,) = self.subscribers(node, 1)
+        self.assertEqual(subscriber.ask(b"PUB t x"), b"OK PUB 1")
+        self.assertEqual(subscriber.line(), b"MSG t x")
+
+    def test_unix_socket(self) -> None:
+        """
+        unix:///path reaches Redis over its UNIX socket.
+        """
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = os.path.join(directory, "redis.sock")
+        RedisServer.start_for(self, arguments=["--unixsocket", path])
+        self._roundtrip(f"unix://{path}")
+
+    def test_tls(self) -> None:
+        """
+        rediss://host:port?ca=FILE speaks TLS and verifies the server.
+        """
+        from tests.test_tls import certificates
+
+        certs = certificates()
+        tls_port = _free_port()
+        RedisServer.start_for(
+            self,
+            arguments=[
+                "--tls-port", str(tls_port),
+                "--tls-cert-file", str(certs / "server.crt"),
+                "--tls-key-file", str(certs / "server.key"),
+                "--tls-ca-cert-file", str(certs / "ca.crt"),
+                "--tls-auth-clients", "no",
+            ],
+        )  # fmt: skip
+        self._roundtrip(f"rediss://127.0.0.1:{tls_port}?ca={certs / 'ca.crt'}")
