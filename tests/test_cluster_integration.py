@@ -310,6 +310,22 @@ class FailureTests(ClusterTestCase):
         self.assertEqual(len(failures), 1, failures)
 
 
+    def test_wrong_password(self) -> None:
+        """
+        A wrong password is named in the one line, and the password works
+        once right.
+        """
+        redis = self.redis()
+        redis.command("CONFIG", "SET", "requirepass", "s3cret")
+        url = f"redis://:wrong@127.0.0.1:{redis.port}"
+        node = Twistd(["--listen", LOOPBACK, "--processor", "pubsub", "--broker", url])
+        self.addCleanup(node.stop)
+        line = node.wait_for(r"Broker \S+ unreachable \((.*)\); serving")[0]
+        self.assertIn("WRONGPASS", line.group(1))
+        self.assertNotIn("wrong", line.string.replace("WRONGPASS", ""))
+        self.node(f"redis://:s3cret@127.0.0.1:{redis.port}")
+
+
 class OperationsTests(ClusterTestCase):
     """
     --workers on one broker, /healthz and the broker's metrics, and
