@@ -513,10 +513,10 @@ class MakeBrokerTests(SynchronousTestCase):
         """
         A Redis URL makes the Redis engine, named without its password.
         """
+        from twisted.internet.testing import MemoryReactorClock
+
         from echoplus.cluster.service import make_broker
         from echoplus.config import Settings
-
-        from twisted.internet.testing import MemoryReactorClock
 
         broker = make_broker(
             Settings(broker="redis://:pw@10.0.0.1:7000/1"), MemoryReactorClock()
