@@ -547,6 +547,32 @@ class ValidationTests(ConfigFileCase):
         self.assertIn(f"processors (from {self.path}:1)", errors[0])
         self.assertIn("'txt'", errors[0])
 
+    def test_network_with_host_bits(self) -> None:
+        """
+        C{--allow 10.0.0.1/8} is refused with the reason and both readings,
+        not silently widened to 10.0.0.0/8.
+        """
+        self.assertEqual(
+            self.errors(allow=["10.0.0.1/8"]),
+            [
+                "allow (from --allow): '10.0.0.1/8' has host bits set: the "
+                "network is 10.0.0.0/8, the single host 10.0.0.1/32"
+            ],
+        )
+        self.assertIn("has host bits set", self.errors('deny = ["fe80::1/64"]\n')[0])
+
+    def test_chain_with_trailing_comma(self) -> None:
+        """
+        C{--processor 'upper,'} is refused, saying a name must follow.
+        """
+        self.assertEqual(
+            self.errors(processor="upper,"),
+            [
+                "processors (from --processor): the chain 'upper,' ends with "
+                "',': a processor name must follow"
+            ],
+        )
+
     def test_toml_syntax_error(self) -> None:
         """
         A TOML syntax error names the file and the line.

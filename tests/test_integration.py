@@ -241,7 +241,8 @@ class BadLaunchTests(SynchronousTestCase):
         self.assertEqual(
             (result.stdout + result.stderr).splitlines(),
             [
-                "echoplus: error: unknown option --procesor (did you mean '--processor'?)"
+                "echoplus: error: unknown option --procesor "
+                "(did you mean '--processor'?)"
             ],
         )
 
