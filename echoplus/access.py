@@ -29,7 +29,8 @@ _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def _parse_networks(networks: Iterable[str]) -> tuple[_Network, ...]:
-    return tuple(ipaddress.ip_network(network, strict=False) for network in networks)
+    # strict: 10.0.0.1/8 (host bits set) is a ValueError, as in the options
+    return tuple(ipaddress.ip_network(network, strict=True) for network in networks)
 
 
 def peer_ip(peer: object) -> _Address | None:

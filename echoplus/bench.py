@@ -40,6 +40,7 @@ __all__ = [
     "BenchOptions",
     "BenchResult",
     "add_bench_command",
+    "expect_hint",
     "format_summary",
     "parse_client_endpoint",
     "progress_printer",
@@ -95,9 +96,11 @@ def run_bench(
     total = first
     errors = list(first.error_samples)
     messages, errors_count, cpu = first.messages, first.errors, first.cpu
+    mismatches = first.mismatches
     for result, child_samples, child_weights in gathered:
         messages += result.messages
         errors_count += result.errors
+        mismatches += result.mismatches
         cpu += result.cpu
         errors += result.error_samples
         samples += child_samples
@@ -111,6 +114,7 @@ def run_bench(
         processes=processes,
         latencies_us=percentiles(samples, weights),
         error_samples=tuple(errors[:5]),
+        mismatches=mismatches,
     )
 
 
@@ -132,6 +136,9 @@ def format_summary(options: BenchOptions, result: BenchResult) -> str:
         + (f" over {result.processes} processes" if result.processes > 1 else ""),
     ]
     lines += [f"    {sample}" for sample in result.error_samples]
+    hint = expect_hint(options, result)
+    if hint:
+        lines.append(f"  {hint}")
     if result.bottleneck:
         lines.append(
             "  warning: echoplus bench itself was (nearly) saturated: the figure "
@@ -139,6 +146,20 @@ def format_summary(options: BenchOptions, result: BenchResult) -> str:
             "on a machine with spare cores, or use fewer connections"
         )
     return "\n".join(lines)
+
+
+def expect_hint(options: BenchOptions, result: BenchResult) -> str | None:
+    """
+    What to do when replies did not match their requests: the server's
+    chain is probably not an echo, and C{--expect any} measures it anyway.
+    """
+    if options.expect != "echo" or not result.mismatches:
+        return None
+    return (
+        "hint: replies differ from their requests: if the server's chain does "
+        "not echo (upper, json, prefix, ...), measure it with --expect any, "
+        "which counts replies instead of comparing them"
+    )
 
 
 def progress_printer(stream: TextIO) -> Callable[[float, int, int], None]:
@@ -173,20 +194,67 @@ def add_bench_command(commands: Any) -> None:
             "qualify) unless --expect any."
         ),
     )
-    parser.add_argument("endpoint", help="tcp:HOST:PORT or unix:PATH")
-    parser.add_argument("--framing", default="line", choices=FRAMINGS)
-    parser.add_argument("--connections", type=int, default=50)
-    parser.add_argument("--pipeline", type=int, default=16)
-    parser.add_argument("--size", type=int, default=64, help="payload bytes")
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds")
-    parser.add_argument("--warmup", type=float, default=1.0, help="seconds")
+    parser.add_argument(
+        "endpoint", metavar="ENDPOINT", help="tcp:HOST:PORT or unix:PATH"
+    )
+    parser.add_argument(
+        "--framing",
+        default="line",
+        choices=FRAMINGS,
+        help="the server's framing [default: line]",
+    )
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=50,
+        metavar="N",
+        help="connections open at once, all kept busy [default: 50]",
+    )
+    parser.add_argument(
+        "--pipeline",
+        type=int,
+        default=16,
+        metavar="N",
+        help="requests in flight per connection: each reply is replaced by "
+        "a new request at once [default: 16]",
+    )
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=64,
+        metavar="BYTES",
+        help="payload bytes [default: 64]",
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long to measure, after the warm-up [default: 5]",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="load before measuring starts, not counted (connections, caches "
+        "and the server settle) [default: 1]",
+    )
     parser.add_argument(
         "--expect",
         choices=("echo", "any"),
         default="echo",
-        help="echo: each reply must equal its request; any: count replies",
+        help="echo: each reply must equal its request; any: count replies, "
+        "for chains that do not echo [default: echo]",
     )
-    parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="load-generating processes sharing the connections, for when "
+        "one process saturates a core [default: 1]",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON only")
     parser.set_defaults(run=_main)
 
@@ -216,6 +284,9 @@ def _main(arguments: Any) -> int:
         return 130
     if arguments.json:
         print(json.dumps(result.as_dict(), sort_keys=True))
+        hint = expect_hint(options, result)
+        if hint:
+            print(f"echoplus: bench: {hint}", file=sys.stderr)
     else:
         print(format_summary(options, result))
     return 1 if result.errors else 0

@@ -78,6 +78,8 @@ class BenchResult:
         (1.0 = one core busy the whole time; summed over processes).
     @ivar latencies_us: latency percentiles in microseconds, from a
         request's send to its full reply, by percentile (50, 90, 99, 99.9).
+    @ivar mismatches: connections closed because a reply differed from its
+        request (C{expect="echo"} against a chain that does not echo).
     """
 
     messages: int
@@ -88,6 +90,7 @@ class BenchResult:
     processes: int
     latencies_us: dict[str, float]
     error_samples: tuple[str, ...] = ()
+    mismatches: int = 0
 
     @property
     def messages_per_second(self) -> float:
@@ -114,6 +117,7 @@ class BenchResult:
             "latency_us": {k: round(v, 1) for k, v in self.latencies_us.items()},
             "errors": self.errors,
             "error_samples": list(self.error_samples),
+            "mismatches": self.mismatches,
             "bench_cpu": round(self.cpu, 3),
             "processes": self.processes,
             "bench_is_bottleneck": self.bottleneck,
@@ -203,6 +207,7 @@ class LoadWorker:
         self.counting = False
         self.messages = 0
         self.errors = 0
+        self.mismatches = 0
         self.error_samples: list[str] = []
         self.samples: list[float] = []
         self.weights: list[int] = []
@@ -271,6 +276,7 @@ class LoadWorker:
         if count:
             end = count * flen
             if count > self.options.pipeline or held[:end] != self.blocks[count]:
+                self.mismatches += 1
                 self._close(connection, "a reply differs from its request")
                 return 0
             del held[:end]
@@ -358,6 +364,7 @@ class LoadWorker:
             processes=1,
             latencies_us=percentiles(self.samples, self.weights),
             error_samples=tuple(self.error_samples),
+            mismatches=self.mismatches,
         )
 
     def _read(self, connection: _Connection) -> None:

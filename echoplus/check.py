@@ -1,7 +1,8 @@
 """
-C{echoplus check CONFIG}: validate a configuration the way C{twistd -n
+C{echoplus check [CONFIG]}: validate a configuration the way C{twistd -n
 echoplus --config CONFIG} would (the file, then C{ECHOPLUS_*} variables
-over it) and print the effective settings, each value with its source.
+over it; without CONFIG, the environment alone) and print the effective
+settings, each value with its source.
 """
 
 from __future__ import annotations
@@ -68,24 +69,35 @@ def _rows(
     return rows
 
 
-def run_check(path: str, environ: Mapping[str, str], out: TextIO, err: TextIO) -> int:
+#: How C{echoplus check} names the source of the file it is given.
+ARGUMENT_SOURCE = "CONFIG argument"
+
+
+def run_check(
+    path: str | None, environ: Mapping[str, str], out: TextIO, err: TextIO
+) -> int:
     """
     Check the config file at C{path} under C{environ}; print the effective
     configuration to C{out}, or one C{echoplus: error: ...} line per fault
     to C{err}.
 
+    @param path: the file; C{None} checks what twistd would run without
+        C{--config}: the environment (which may name a file in
+        C{ECHOPLUS_CONFIG}) over the defaults.
     @return: the exit status: 0 when valid, 1 when not.
     """
+    options = {} if path is None else {"config": path}
+    name = path or environ.get("ECHOPLUS_CONFIG") or "environment and defaults"
     try:
-        resolved = resolve({"config": path}, environ)
+        resolved = resolve(options, environ, {"config": ARGUMENT_SOURCE})
     except ConfigError as error:
         for line in str(error).splitlines():
             err.write(f"echoplus: error: {line}\n")
-        err.write(f"echoplus: {path}: invalid configuration\n")
+        err.write(f"echoplus: {name}: invalid configuration\n")
         return 1
     for warning in resolved.warnings:
         err.write(f"echoplus: warning: {warning}\n")
-    out.write(f"{path}: valid\n")
+    out.write(f"{name}: valid\n")
     for line in describe(resolved):
         out.write(line + "\n")
     return 0
@@ -93,7 +105,7 @@ def run_check(path: str, environ: Mapping[str, str], out: TextIO, err: TextIO) -
 
 def add_check_command(commands: Any) -> None:
     """
-    Add C{check CONFIG} to the C{echoplus} command's subparsers.
+    Add C{check [CONFIG]} to the C{echoplus} command's subparsers.
     """
     parser = commands.add_parser(
         "check",
@@ -102,10 +114,17 @@ def add_check_command(commands: Any) -> None:
             "Validate CONFIG as twistd -n echoplus --config CONFIG would, with "
             "the ECHOPLUS_* environment variables over it, and print every "
             "listener's effective settings and where each value came from.  "
-            "Exit status 0 only when the configuration is valid."
+            "Without CONFIG, check the environment alone, as twistd -n "
+            "echoplus would run with it.  Exit status 0 only when the "
+            "configuration is valid."
         ),
     )
-    parser.add_argument("config", metavar="CONFIG", help="the TOML config file")
+    parser.add_argument(
+        "config",
+        metavar="CONFIG",
+        nargs="?",
+        help="the TOML config file [default: none, or ECHOPLUS_CONFIG]",
+    )
     parser.set_defaults(run=_run)
 
 

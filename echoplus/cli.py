@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 from echoplus import __version__
 
@@ -37,6 +37,31 @@ def _processors(arguments: argparse.Namespace) -> int:
     return 0
 
 
+class _CommandParser(argparse.ArgumentParser):
+    """
+    A subcommand's parser: options may come anywhere among the positional
+    arguments (C{send ENDPOINT --framing int32 a b}), as the usage lines
+    show them.
+
+    Plain argparse fills every positional at the first run of them, so a
+    positional after an option is left over as "unrecognized"; intermixed
+    parsing takes the options out first, then the positionals.
+    """
+
+    _intermixing = False
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: Any = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        if self._intermixing:  # the two passes of the intermixed parse
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
 def build_parser() -> argparse.ArgumentParser:
     """
     The argument parser of the C{echoplus} command and its subcommands.
@@ -49,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=__version__)
-    commands = parser.add_subparsers(title="commands", dest="command")
+    commands = parser.add_subparsers(
+        title="commands", dest="command", parser_class=_CommandParser
+    )
     listing = commands.add_parser(
         "processors", help="list the built-in and plugin processors"
     )

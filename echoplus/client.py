@@ -22,7 +22,7 @@ import sys
 from typing import IO, Any, Callable, Sequence
 
 from twisted.internet.defer import Deferred, TimeoutError
-from twisted.internet.endpoints import clientFromString, connectProtocol
+from twisted.internet.endpoints import connectProtocol
 from twisted.internet.error import ConnectError, ConnectionDone
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
@@ -32,6 +32,7 @@ try:
 except ImportError:  # pragma: no cover - twisted[tls] installs pyOpenSSL
     SSLError = ConnectionError  # type: ignore[misc, assignment]
 
+from echoplus.clientendpoint import client_from_string
 from echoplus.codec import ClientCodec
 from echoplus.errors import ConfigError
 
@@ -150,9 +151,9 @@ async def send(
     @raise SendFailed: the exchange failed; the message says why.
     """
     try:
-        client = clientFromString(reactor, endpoint)
-    except (ValueError, TypeError, KeyError) as error:
-        raise SendFailed(f"bad endpoint {endpoint!r}: {error}") from None
+        client = client_from_string(reactor, endpoint)
+    except ValueError as error:
+        raise SendFailed(str(error)) from None
     try:
         data = codec.encode(messages)
     except ValueError as error:
@@ -276,7 +277,13 @@ def add_send_command(commands: Any) -> None:
         metavar="ENDPOINT",
         help="a Twisted client endpoint: tcp:HOST:PORT, unix:PATH, tls:HOST:PORT",
     )
-    parser.add_argument("message", metavar="MESSAGE", nargs="*")
+    parser.add_argument(
+        "message",
+        metavar="MESSAGE",
+        nargs="*",
+        default=[],  # without a default argparse calls a "*" positional required
+        help="a message to send [default: each line of standard input]",
+    )
     parser.add_argument(
         "--framing", default="line", help="the server's framing [default: line]"
     )

@@ -11,6 +11,7 @@ command line > environment > config file > defaults.
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import attrs
@@ -142,17 +143,24 @@ def environment_warnings(environ: Mapping[str, str]) -> list[str]:
     return warnings
 
 
-def command_line_values(options: Mapping[str, Any]) -> dict[str, RawValue]:
+def command_line_values(
+    options: Mapping[str, Any], sources: Mapping[str, str] | None = None
+) -> dict[str, RawValue]:
     """
     The options given on the command line (those not left at C{None} or
     empty).
+
+    @param sources: how to name the source of an option given otherwise
+        than as its flag, by option name (C{echoplus check FILE} names the
+        file as C{"CONFIG argument"}); C{--<option>} by default.
     """
     values = {}
     for spec in OPTIONS:
         value = options.get(spec.option_name)
         if value is None or (spec.repeatable and not value):
             continue
-        values[spec.key] = RawValue(value, "--" + spec.option_name)
+        source = (sources or {}).get(spec.option_name, "--" + spec.option_name)
+        values[spec.key] = RawValue(value, source)
     return values
 
 
@@ -175,7 +183,11 @@ class Resolved:
     warnings: tuple[str, ...] = ()
 
 
-def resolve(options: Mapping[str, Any], environ: Mapping[str, str]) -> Resolved:
+def resolve(
+    options: Mapping[str, Any],
+    environ: Mapping[str, str],
+    sources: Mapping[str, str] | None = None,
+) -> Resolved:
     """
     Build and validate the settings from parsed command-line options, the
     environment and the config file they name (C{--config} or
@@ -185,10 +197,11 @@ def resolve(options: Mapping[str, Any], environ: Mapping[str, str]) -> Resolved:
     C{[[listen]]} table > the file's top level > default.  C{--listen} or
     C{ECHOPLUS_LISTEN} replace the file's listeners.
 
+    @param sources: see L{command_line_values}.
     @raise ConfigError: one line per fault, each naming the option and
-        where its value came from.
+        where its value came from; sorted by file line, then by key.
     """
-    upper = {**environment_values(environ), **command_line_values(options)}
+    upper = {**environment_values(environ), **command_line_values(options, sources)}
     warnings = environment_warnings(environ)
     config = upper.get("config")
     path = config.raw if config is not None else None
@@ -277,7 +290,7 @@ def _combine(file: Any, upper: Mapping[str, RawValue], warnings: list[str]) -> R
         listener_sources.append(sources)
     _check_unique_endpoints(listeners, listener_sources, errors)
     if errors:
-        raise ConfigError("\n".join(errors))
+        raise ConfigError("\n".join(sorted(errors, key=_error_order)))
     settings = Settings(
         listeners=tuple(_listener(fields) for fields in listeners),
         **_only_fields(Settings, service),
@@ -288,6 +301,24 @@ def _combine(file: Any, upper: Mapping[str, RawValue], warnings: list[str]) -> R
         _with_defaults(Settings, service_sources, exclude={"listeners"}),
         tuple(warnings),
     )
+
+
+_ERROR_SOURCE = re.compile(r"(\S+) \(from (.*?)\): ")
+_FILE_LINE = re.compile(r":(\d+)(?:, \[\[listen\]\] #\d+)?$")
+
+
+def _error_order(error: str) -> tuple[int, int, str]:
+    """
+    The sort key of an error line C{"KEY (from SOURCE): why"}: errors with
+    a file line first, by line, then the others (environment, flags), each
+    by key.
+    """
+    match = _ERROR_SOURCE.match(error)
+    if match is None:
+        return (1, 0, "")
+    key, source = match.groups()
+    line = _FILE_LINE.search(source)
+    return (0, int(line.group(1)), key) if line else (1, 0, key)
 
 
 def _listener_values(

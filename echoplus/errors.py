@@ -144,11 +144,15 @@ class ConnectionTimeout(EchoPlusError):
     kind = "timeout"
 
 
-class ConfigError(Exception):
+class ConfigError(ValueError):
     """
     A configuration or launch error: bad option values, unknown framings or
     processors, malformed endpoints.  Its message names the offending key or
     value and is meant for the operator, never for a client.
+
+    It is a L{ValueError}, like every other bad value: code that builds
+    listeners from values (L{echoplus.testing.FrameHarness}, a user's own
+    launcher) catches one type for every mistake in them.
     """
 
 

@@ -151,13 +151,27 @@ def networks(value: Any) -> tuple[str, ...]:
             item.replace(",", " ").split() if isinstance(item, str) else [item]
         )
     ]
-    parsed = []
-    for item in items:
-        try:
-            parsed.append(str(ipaddress.ip_network(str(item).strip(), strict=False)))
-        except ValueError:
-            raise ValueError(f"{item!r} is not an IPv4 or IPv6 network") from None
-    return tuple(parsed)
+    return tuple(_network(str(item).strip()) for item in items)
+
+
+def _network(text: str) -> str:
+    """
+    One network in CIDR notation (a bare address is a network of one).
+    An address with host bits set (C{10.0.0.1/8}) is refused: whether it
+    meant the network (C{10.0.0.0/8}) or the host (C{10.0.0.1/32}) is a
+    guess, and guessing wrong widens or narrows access.
+    """
+    try:
+        network = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an IPv4 or IPv6 network") from None
+    if network.network_address != ipaddress.ip_interface(text).ip:
+        host = ipaddress.ip_interface(text).ip
+        raise ValueError(
+            f"{text!r} has host bits set: the network is {network}, the single "
+            f"host {host}/{network.max_prefixlen}"
+        )
+    return str(network)
 
 
 def endpoints(value: Any) -> tuple[str, ...]:

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from twisted.application.service import IService
 from twisted.python import usage
 
-from echoplus.config import OPTIONS, Settings, load_settings, resolve
+from echoplus.config import OPTIONS, Settings, did_you_mean, load_settings, resolve
 from echoplus.errors import ConfigError
 
 __all__ = ["Options", "makeService"]
@@ -45,6 +45,53 @@ class Options(usage.Options):
             if spec.repeatable:
                 self[spec.option_name] = []
 
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """
+        Parse the command line.  A mistake is one C{echoplus: error:} line
+        on standard error and exit status 1: raised as a C{UsageError},
+        twistd would print its whole usage first.
+
+        Options must be spelled in full: C{getopt} would silently take an
+        unambiguous prefix (C{--max-fram 4} as C{--max-frame}), so a prefix
+        is refused with a "did you mean" instead.
+        """
+        arguments = sys.argv[1:] if options is None else list(options)
+        try:
+            self._check_spelling(arguments)
+            super().parseOptions(arguments)
+        except usage.UsageError as error:
+            sys.stderr.write(f"echoplus: error: {error}\n")
+            sys.stderr.flush()
+            raise SystemExit(1) from None
+
+    def _check_spelling(self, arguments: Sequence[str]) -> None:
+        """
+        Refuse an option that is not one of ours, as C{getopt} reads the
+        line: up to the first argument that is no option, or C{--}.
+
+        @raise usage.UsageError: the first unknown option, with a hint.
+        """
+        takes_value = {name.rstrip("="): name.endswith("=") for name in self.longOpt}
+        position = 0
+        while position < len(arguments):
+            argument = arguments[position]
+            if argument == "--" or not argument.startswith("-") or argument == "-":
+                return
+            name, equals, _ = argument[2:].partition("=")
+            if not argument.startswith("--") or name not in takes_value:
+                raise usage.UsageError(_unknown_option(argument, sorted(takes_value)))
+            position += 2 if takes_value[name] and not equals else 1
+
+    def parseArgs(self, *arguments: str) -> None:
+        """
+        Refuse arguments that are not options: every setting is one.
+        """
+        if arguments:
+            raise usage.UsageError(
+                f"unexpected argument {arguments[0]!r}: every setting is an "
+                "--option (twistd -n echoplus --help lists them)"
+            )
+
     def opt_listen(self, endpoint: str) -> None:
         """
         A Twisted server endpoint string to listen on (repeatable)
@@ -63,6 +110,40 @@ class Options(usage.Options):
         Refuse clients in this network (repeatable)
         """
         self["deny"].append(network)
+
+
+def _unknown_option(argument: str, names: Sequence[str]) -> str:
+    """
+    The error for an option C{argument} that is none of C{names} (long
+    option names without C{--}): what it may have meant, or that it
+    belongs to twistd.
+    """
+    option = argument.partition("=")[0]
+    text = f"unknown option {option}"
+    if option.startswith("--"):
+        prefixed = [name for name in names if name.startswith(option[2:])]
+        if len(prefixed) == 1:
+            return f"{text} (did you mean --{prefixed[0]}? options are spelled in full)"
+    if _is_twistd_option(option):
+        return (
+            f"{text}: that is twistd's own option; put it before 'echoplus' "
+            "(twistd [twistd options] echoplus [echoplus options])"
+        )
+    if option.startswith("--"):
+        return text + did_you_mean(option, [f"--{name}" for name in names])
+    return text + "; twistd -n echoplus --help lists the options"
+
+
+def _is_twistd_option(option: str) -> bool:
+    """
+    Whether C{option} (C{--name} or C{-x}) is one of twistd's own options.
+    """
+    from twisted.scripts.twistd import ServerOptions
+
+    server = ServerOptions()
+    if option.startswith("--"):
+        return option[2:] in {name.rstrip("=") for name in server.longOpt}
+    return len(option) == 2 and option[1] in server.shortOpt.replace(":", "")
 
 
 def settings_from(options: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:

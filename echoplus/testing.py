@@ -379,7 +379,8 @@ class FrameHarness:
             validated as the command line would.
         @raise TypeError: an unknown keyword.
         @raise ValueError: a bad limit value.
-        @raise echoplus.errors.ConfigError: an unknown framing or processor.
+        @raise echoplus.errors.ConfigError: (a L{ValueError}) an unknown
+            framing or processor, or an option a processor does not take.
         """
         chain = ObjectChain(processors)
         self.settings = listener_settings(framing, chain.entries, limits)

@@ -110,7 +110,9 @@ def certificate_options(
     options: dict[str, Any] = {"raiseMinimumTo": TLS_VERSIONS[min_tls]}
     if extra_cert_chain:
         chain = _certificates(extra_cert_chain, "extraCertChain")
-        options["extraCertChain"] = [certificate.original for certificate in chain]
+        options["extraCertChain"] = [
+            certificate.original.to_cryptography() for certificate in chain
+        ]
     if dh_parameters:
         options["dhParameters"] = DiffieHellmanParameters.fromFile(
             FilePath(dh_parameters)
@@ -119,9 +121,11 @@ def certificate_options(
         options["trustRoot"] = trustRootFromCertificates(
             _certificates(ca_certs, "caCerts")
         )
+    # pyOpenSSL (24.3+) deprecates its own X509/PKey objects in the context
+    # calls Twisted makes with these; cryptography's objects are the API.
     return CertificateOptions(
-        privateKey=server.privateKey.original,
-        certificate=server.original,
+        privateKey=server.privateKey.original.to_cryptography_key(),
+        certificate=server.original.to_cryptography(),
         **options,
     )
 

@@ -91,12 +91,16 @@ class AccessPolicyTests(SynchronousTestCase):
         self.assertTrue(policy.permits(UNIXAddress(b"/run/x.sock")))
         self.assertIsNone(peer_ip(UNIXAddress(None)))
 
-    def test_host_networks_normalised(self) -> None:
+    def test_host_bits_refused(self) -> None:
         """
-        Networks with host bits set are accepted like C{--allow 10.1.2.3/8}.
+        A network with host bits set (C{10.1.2.3/8}) is a ValueError, not
+        silently widened to C{10.0.0.0/8}; a bare address is one host.
         """
-        policy = AccessPolicy(allow=("10.1.2.3/8",))
-        self.assertTrue(policy.permits(v4("10.200.0.1")))
+        self.assertRaises(ValueError, AccessPolicy, allow=("10.1.2.3/8",))
+        self.assertRaises(ValueError, AccessPolicy, deny=("fe80::1/64",))
+        policy = AccessPolicy(allow=("10.1.2.3",))
+        self.assertTrue(policy.permits(v4("10.1.2.3")))
+        self.assertFalse(policy.permits(v4("10.1.2.4")))
 
 
 class RefusalTests(SynchronousTestCase):

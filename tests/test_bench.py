@@ -15,6 +15,7 @@ import sys
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
+import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
 from echoplus.bench import BenchOptions, BenchResult, format_summary, run_bench
@@ -96,6 +97,57 @@ class SummaryTests(SynchronousTestCase):
         self.assertIn("1,000", text)
         self.assertIn("warning", text)
 
+    def test_mismatches_suggest_expect_any(self) -> None:
+        """
+        Replies that differ from their requests, checked as an echo, end
+        the summary with a hint to measure with C{--expect any}; nothing
+        else does.
+        """
+        result = BenchResult(
+            messages=0,
+            payload_bytes=0,
+            seconds=1.0,
+            errors=2,
+            cpu=0.1,
+            processes=1,
+            latencies_us={"p50": 0.0, "p90": 0.0, "p99": 0.0, "p99.9": 0.0},
+            error_samples=("a reply differs from its request",) * 2,
+            mismatches=2,
+        )
+        echo = BenchOptions("tcp:127.0.0.1:1")
+        self.assertIn("measure it with --expect any", format_summary(echo, result))
+        for options, other in (
+            (BenchOptions("tcp:127.0.0.1:1", expect="any"), result),
+            (echo, attrs.evolve(result, mismatches=0)),
+        ):
+            self.assertNotIn("--expect any", format_summary(options, other))
+
+
+class HelpTests(SynchronousTestCase):
+    """
+    C{echoplus bench --help} explains every option.
+    """
+
+    def test_every_option_described_with_its_default(self) -> None:
+        """
+        Each tuning option has a description and shows its default.
+        """
+        out = io.StringIO()
+        with redirect_stdout(out), self.assertRaises(SystemExit):
+            main(["bench", "--help"])
+        text = " ".join(out.getvalue().split())
+        for option, default in (
+            ("connections", "50"),
+            ("pipeline", "16"),
+            ("warmup", "1"),
+            ("processes", "1"),
+            ("duration", "5"),
+            ("size", "64"),
+        ):
+            self.assertRegex(
+                text, rf"--{option} [A-Z]+ \w[^\[]* \[default: {default}\]", option
+            )
+
 
 class BenchAgainstTwistdTests(SynchronousTestCase):
     """
@@ -144,6 +196,7 @@ class BenchAgainstTwistdTests(SynchronousTestCase):
         )
         self.assertEqual(checked.errors, 2)
         self.assertEqual(checked.messages, 0)
+        self.assertEqual(checked.mismatches, 2)
         counted = run_bench(
             BenchOptions(
                 endpoint,

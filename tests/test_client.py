@@ -5,17 +5,21 @@ sockets, then the real command against a real C{twistd -n echoplus}.
 
 from __future__ import annotations
 
+import io
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+from contextlib import redirect_stderr
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
+from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import SynchronousTestCase
 
 from echoplus.client import unescape
+from echoplus.clientendpoint import client_from_string
 from echoplus.codec import ClientCodec
 from echoplus.errors import ConfigError
 from tests.support import REPO, Twistd, twistd_environment
@@ -71,6 +75,125 @@ class CodecTests(SynchronousTestCase):
             ConfigError, ClientCodec.for_framing, "nope", b"\n", 10
         )
         self.assertIn("nope", str(error))
+
+
+class CommandLineTests(SynchronousTestCase):
+    """
+    How C{echoplus send} reads its command line.
+    """
+
+    def parse(self, *arguments: str) -> Any:
+        from echoplus.cli import build_parser
+
+        return build_parser().parse_args(["send", *arguments])
+
+    def test_options_anywhere(self) -> None:
+        """
+        Options may come before, between or after ENDPOINT and the messages,
+        as the usage line shows them.
+        """
+        parsed = self.parse("tcp:127.0.0.1:5000", "--framing", "int32", "abc", "xyz")
+        self.assertEqual(
+            (parsed.endpoint, parsed.framing, parsed.message),
+            ("tcp:127.0.0.1:5000", "int32", ["abc", "xyz"]),
+        )
+        parsed = self.parse("tcp:h:1", "--replies", "0", "hello", "--hex")
+        self.assertEqual(
+            (parsed.replies, parsed.message, parsed.hex), (0, ["hello"], True)
+        )
+        parsed = self.parse("--timeout", "2", "tcp:h:1", "a", "--", "--framing")
+        self.assertEqual((parsed.timeout, parsed.message), (2.0, ["a", "--framing"]))
+
+    def test_message_is_optional(self) -> None:
+        """
+        Without messages, standard input is read: MESSAGE is not reported as
+        required, ENDPOINT is.
+        """
+        self.assertEqual(self.parse("tcp:h:1").message, [])
+        stderr = io.StringIO()
+        with redirect_stderr(stderr), self.assertRaises(SystemExit):
+            self.parse()
+        error = stderr.getvalue().splitlines()[-1]
+        self.assertIn("ENDPOINT", error)
+        self.assertNotIn("MESSAGE", error)
+
+
+class ClientEndpointTests(SynchronousTestCase):
+    """
+    L{client_from_string}: bad endpoint strings in the user's words.
+    """
+
+    def error(self, description: str) -> str:
+        error = self.assertRaises(
+            ValueError, client_from_string, MemoryReactor(), description
+        )
+        return str(error)
+
+    def test_missing_parts(self) -> None:
+        """
+        A documented type without a part it needs names the part and the
+        form, not a Python signature.
+        """
+        self.assertEqual(
+            self.error("tcp:127.0.0.1"),
+            "bad endpoint 'tcp:127.0.0.1': no PORT; use tcp:HOST:PORT",
+        )
+        self.assertIn("no HOST and no PORT; use tls:HOST:PORT", self.error("tls:"))
+        self.assertIn("no PATH; use unix:PATH", self.error("unix:"))
+        self.assertIn("PORT must be a number, not 'http'", self.error("tcp:h:http"))
+
+    def test_unknown_keys_and_types(self) -> None:
+        """
+        An unknown key gets a "did you mean"; an unknown type lists the
+        documented forms.
+        """
+        self.assertIn(
+            "tcp: takes no key 'timout' (did you mean 'timeout'?)",
+            self.error("tcp:h:1:timout=3"),
+        )
+        message = self.error("127.0.0.1:5000")
+        self.assertIn("'127.0.0.1'", message)
+        self.assertIn("use tcp:HOST:PORT, tls:HOST:PORT", message)
+        self.assertNotIn("\n", message)
+
+    def test_trust_roots_holding_a_key(self) -> None:
+        """
+        A trustRoots (or caCertsDir) directory with a .pem file that is no
+        certificate, such as the server's key, is one error naming the file;
+        certificates and non-.pem files are fine.
+        """
+        from tests.test_tls import certificates
+
+        certs = certificates()
+        roots = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, roots, True)
+        shutil.copy(certs / "ca.crt", roots / "ca.pem")
+        shutil.copy(certs / "server.key", roots / "server.key")
+        client_from_string(MemoryReactor(), f"tls:localhost:1:trustRoots={roots}")
+        shutil.copy(certs / "server.key", roots / "server-key.pem")
+        for description in (
+            f"tls:localhost:1:trustRoots={roots}",
+            f"ssl:localhost:1:caCertsDir={roots}",
+        ):
+            message = self.error(description)
+            self.assertIn(
+                f"{roots / 'server-key.pem'} is not a PEM certificate", message
+            )
+            self.assertEqual(len(message.splitlines()), 1)
+        self.assertIn("no such directory", self.error(f"tls:h:1:trustRoots={roots}/no"))
+
+    def test_twisted_builds_the_rest(self) -> None:
+        """
+        Valid strings, keywords included, build Twisted's endpoints.
+        """
+        from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint
+
+        reactor = MemoryReactor()
+        tcp = client_from_string(reactor, "tcp:host=example.com:port=80:timeout=3")
+        self.assertIsInstance(tcp, TCP4ClientEndpoint)
+        self.assertIsInstance(
+            client_from_string(reactor, "unix:/tmp/s"), UNIXClientEndpoint
+        )
 
 
 class SendTests(SynchronousTestCase):

@@ -5,12 +5,15 @@ environment and the command line, their precedence, and validation.
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from typing import Any, Mapping
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from echoplus.check import run_check
+from echoplus.cli import build_parser
 from echoplus.config import (
     DEFAULT_ENDPOINT,
     OPTIONS,
@@ -496,8 +499,8 @@ class ValidationTests(ConfigFileCase):
         self.assertEqual(
             errors,
             [
-                f"workers (from {self.path}:2): must be from 1 to 256, not 0",
                 f"max_frame (from {self.path}:1): must be from 1 to 2147483647, not -1",
+                f"workers (from {self.path}:2): must be from 1 to 256, not 0",
                 f"frame_timeout (from {self.path}:3): must be a finite number of "
                 "seconds >= 0, not -2",
             ],
@@ -547,6 +550,32 @@ class ValidationTests(ConfigFileCase):
         self.assertIn(f"processors (from {self.path}:1)", errors[0])
         self.assertIn("'txt'", errors[0])
 
+    def test_network_with_host_bits(self) -> None:
+        """
+        C{--allow 10.0.0.1/8} is refused with the reason and both readings,
+        not silently widened to 10.0.0.0/8.
+        """
+        self.assertEqual(
+            self.errors(allow=["10.0.0.1/8"]),
+            [
+                "allow (from --allow): '10.0.0.1/8' has host bits set: the "
+                "network is 10.0.0.0/8, the single host 10.0.0.1/32"
+            ],
+        )
+        self.assertIn("has host bits set", self.errors('deny = ["fe80::1/64"]\n')[0])
+
+    def test_chain_with_trailing_comma(self) -> None:
+        """
+        C{--processor 'upper,'} is refused, saying a name must follow.
+        """
+        self.assertEqual(
+            self.errors(processor="upper,"),
+            [
+                "processors (from --processor): the chain 'upper,' ends with "
+                "',': a processor name must follow"
+            ],
+        )
+
     def test_toml_syntax_error(self) -> None:
         """
         A TOML syntax error names the file and the line.
@@ -592,13 +621,29 @@ class ValidationTests(ConfigFileCase):
 
     def test_several_errors_together(self) -> None:
         """
-        Every fault of a file is reported at once.
+        Every fault is reported at once, sorted by file line (structural
+        faults and bad values alike), then the environment's and the
+        command line's by key.
         """
         errors = self.errors(
-            'max_frmae = 1\nframing = "nope"\n'
-            '[[listen]]\nendpoint = "tcp:x"\nmax_frame = -5\n'
+            'framing = "nope"\nmax_frmae = 1\nidle_timeout = -1\n'
+            '[[listen]]\nendpoint = "tcp:x"\nworkers = 2\nmax_frame = -5\n',
+            environ={"ECHOPLUS_MAX_INFLIGHT": "0"},
+            drain_timeout="-1",
         )
-        self.assertEqual(len(errors), 4, errors)
+        self.assertEqual(
+            [error.partition("): ")[0] for error in errors],
+            [
+                f"framing (from {self.path}:1",
+                f"max_frmae (from {self.path}:2",
+                f"idle_timeout (from {self.path}:3",
+                f"endpoint (from {self.path}:5, [[listen]] #1",
+                f"workers (from {self.path}:6, [[listen]] #1",
+                f"max_frame (from {self.path}:7, [[listen]] #1",
+                "drain_timeout (from --drain-timeout",
+                "max_inflight (from ECHOPLUS_MAX_INFLIGHT",
+            ],
+        )
 
     def test_overridden_bad_value_still_reported(self) -> None:
         """
@@ -620,10 +665,10 @@ class ValidationTests(ConfigFileCase):
         self.assertEqual(
             errors,
             [
-                "max_frame (from ECHOPLUS_MAX_FRAME): must be a whole number, "
-                "not 'big'",
                 "idle_timeout (from --idle-timeout): must be a number of seconds, "
                 "not 'soon'",
+                "max_frame (from ECHOPLUS_MAX_FRAME): must be a whole number, "
+                "not 'big'",
             ],
         )
 
@@ -697,6 +742,51 @@ class CheckTests(ConfigFileCase):
                 "'x' (known framings: line, netstring, int8, int16, int32, raw, "
                 "or module:Class)",
             ],
+        )
+
+    def test_file_named_as_the_argument(self) -> None:
+        """
+        The file given to C{check} comes from its CONFIG argument, not from
+        a C{--config} flag the user never typed, in the listing and in
+        errors.
+        """
+        _, out, _ = self.check("max_frame = 9\n")
+        rows = [line.split() for line in out.splitlines()]
+        self.assertIn(["config", self.path, "CONFIG", "argument"], rows)
+        missing = self.path + ".missing"
+        err = io.StringIO()
+        status = run_check(missing, {}, io.StringIO(), err)
+        self.assertEqual(status, 1)
+        self.assertEqual(
+            err.getvalue().splitlines()[0],
+            f"echoplus: error: config (from CONFIG argument): cannot read "
+            f"{missing!r}: No such file or directory",
+        )
+
+    def test_no_file_checks_the_environment(self) -> None:
+        """
+        Without a file, C{check} validates the environment over the
+        defaults, as twistd would run with it; C{ECHOPLUS_CONFIG} still
+        names a file.
+        """
+        self.assertIsNone(build_parser().parse_args(["check"]).config)
+        out, err = io.StringIO(), io.StringIO()
+        self.assertEqual(run_check(None, {"ECHOPLUS_MAX_FRAME": "9"}, out, err), 0)
+        lines = out.getvalue().splitlines()
+        self.assertEqual(lines[0], "environment and defaults: valid")
+        self.assertIn(
+            ["max_frame", "9", "ECHOPLUS_MAX_FRAME"], [r.split() for r in lines]
+        )
+        err = io.StringIO()
+        self.assertEqual(run_check(None, {"ECHOPLUS_WORKERS": "0"}, out, err), 1)
+        self.assertIn("workers (from ECHOPLUS_WORKERS)", err.getvalue())
+        path = self.write("framing = 'int8'\n")
+        out = io.StringIO()
+        self.assertEqual(run_check(None, {"ECHOPLUS_CONFIG": path}, out, err), 0)
+        self.assertEqual(out.getvalue().splitlines()[0], f"{path}: valid")
+        self.assertIn(
+            ["framing", "int8", f"{path}:1"],
+            [r.split() for r in out.getvalue().splitlines()],
         )
 
     def test_environment_is_honoured(self) -> None:

@@ -63,6 +63,13 @@ class KindTests(SynchronousTestCase):
         """
         self.assertFalse(issubclass(ConfigError, EchoPlusError))
 
+    def test_config_error_is_a_value_error(self) -> None:
+        """
+        A L{ConfigError} is a bad value, as L{ValueError}s from the same
+        validation are: callers catch one type.
+        """
+        self.assertTrue(issubclass(ConfigError, ValueError))
+
     def test_exported(self) -> None:
         """
         C{__all__} names every public error and helper, and they exist.

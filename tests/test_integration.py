@@ -231,6 +231,21 @@ class BadLaunchTests(SynchronousTestCase):
             self.assertIn(text, lines[0])
         return lines[0]
 
+    def test_misspelled_option(self) -> None:
+        """
+        A misspelled option is the whole output: one line with a "did you
+        mean", not twistd's usage text.
+        """
+        result = run_twistd(["--procesor", "upper"])
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(
+            (result.stdout + result.stderr).splitlines(),
+            [
+                "echoplus: error: unknown option --procesor "
+                "(did you mean '--processor'?)"
+            ],
+        )
+
     def test_unknown_framing(self) -> None:
         """
         An unknown framing is named.

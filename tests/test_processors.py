@@ -176,8 +176,26 @@ class FindFactoryTests(SynchronousTestCase):
         path = "tests.sample_processors:incomplete_factory"
         with self.assertRaises(ConfigError) as raised:
             find_factory(path)
-        self.assertIn(repr(path), str(raised.exception))
-        self.assertIn("description", str(raised.exception))
+        self.assertEqual(
+            str(raised.exception),
+            f"processor {path!r} is not a valid IProcessorFactory: "
+            "_IncompleteFactory has no attribute description",
+        )
+
+    def test_not_a_processor_is_one_line(self) -> None:
+        """
+        A dotted path to a class whose objects are no L{IProcessor} is one
+        line naming the path and what is missing, without object reprs.
+        """
+        path = "tests.sample_processors:NotAProcessor"
+        with self.assertRaises(ConfigError) as raised:
+            ProcessorChain((ProcessorEntry(path),))
+        self.assertEqual(
+            str(raised.exception),
+            f"processor {path!r} is not an IProcessor: NotAProcessor has no "
+            "method process(message, context) and is not declared with "
+            "@implementer(IProcessor)",
+        )
 
     def test_dotted_errors(self) -> None:
         """
@@ -223,6 +241,8 @@ class OptionTests(SynchronousTestCase):
             ("prefix(text=x", "unclosed"),
             ("prefix(text)", "not key=value"),
             ("prefix(text=x)upper", "expected ','"),
+            ("upper,", "ends with ','"),
+            ("prefix(text=x), ", "ends with ','"),
         ):
             with self.assertRaises(ConfigError) as raised:
                 parse_chain(text)

@@ -121,13 +121,67 @@ class OptionsTests(SynchronousTestCase):
         self.assertIn(error.code, (0, None))
         self.assertIn("--framing=", out.getvalue())
 
+    def refused(self, arguments: Sequence[str]) -> str:
+        """
+        Parse C{arguments}, which must be refused; return the one line
+        written to standard error.
+        """
+        err = io.StringIO()
+        self.patch(sys, "stderr", err)
+        error = self.assertRaises(SystemExit, parse, arguments)
+        self.assertEqual(error.code, 1)
+        lines = err.getvalue().splitlines()
+        self.assertEqual(len(lines), 1, lines)
+        return lines[0]
+
     def test_unknown_option(self) -> None:
         """
-        An option that does not exist is a usage error.
+        An option that does not exist is one error line with a "did you
+        mean" (raised as a UsageError, twistd would print its whole usage
+        first), and exit status 1.
         """
-        from twisted.python.usage import UsageError
+        self.assertEqual(
+            self.refused(["--procesor", "upper"]),
+            "echoplus: error: unknown option --procesor (did you mean '--processor'?)",
+        )
+        self.assertEqual(
+            self.refused(["--listen", "tcp:0", "--no-such-option"]),
+            "echoplus: error: unknown option --no-such-option",
+        )
 
-        self.assertRaises(UsageError, parse, ["--no-such-option"])
+    def test_prefixes_refused(self) -> None:
+        """
+        An unambiguous prefix of an option is refused, not silently taken
+        for it (getopt would set --max-frame from --max-fram).
+        """
+        for arguments in (["--max-fram", "4"], ["--max-fram=4"]):
+            self.assertEqual(
+                self.refused(arguments),
+                "echoplus: error: unknown option --max-fram (did you mean "
+                "--max-frame? options are spelled in full)",
+            )
+        self.assertEqual(parse(["--max-frame", "4"])["max-frame"], "4")
+
+    def test_values_that_look_like_options(self) -> None:
+        """
+        The value of an option is not checked as an option, whether it is
+        the next argument or after C{=}.
+        """
+        options = parse(["--delimiter", "--", "--processor=--x", "--framing", "line"])
+        self.assertEqual(
+            (options["delimiter"], options["processor"], options["framing"]),
+            ("--", "--x", "line"),
+        )
+
+    def test_twistd_options_and_arguments(self) -> None:
+        """
+        One of twistd's own options after C{echoplus} says where it goes; an
+        argument that is no option is refused.
+        """
+        for option in ("--pidfile=x", "-n"):
+            line = self.refused([option])
+            self.assertIn("that is twistd's own option; put it before 'echoplus'", line)
+        self.assertIn("unexpected argument 'extra'", self.refused(["extra"]))
 
     def test_dropin(self) -> None:
         """

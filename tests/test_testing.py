@@ -170,6 +170,15 @@ class FrameHarnessTests(SynchronousTestCase):
         self.assertIn("max_frame=0", str(error))
         self.assertIn("must be", str(error))
 
+    def test_bad_processor_option(self) -> None:
+        """
+        A processor option the processor does not take is a ValueError (a
+        ConfigError) naming it, like a bad limit value.
+        """
+        error = self.assertRaises(ValueError, FrameHarness, "line", ["prefix(txt=>)"])
+        self.assertIsInstance(error, ConfigError)
+        self.assertIn("'txt'", str(error))
+
     def test_unknown_processor_and_framing(self) -> None:
         """
         Unknown processors and framings are ConfigErrors naming them.

@@ -179,6 +179,21 @@ class CertificateOptionsTests(SynchronousTestCase):
         self.assertRaises(ValueError, certificate_options, key, crt, min_tls="1.0")
         self.assertRaises(ValueError, certificate_options, key, crt, ca_certs=key)
 
+    def test_no_deprecated_objects(self) -> None:
+        """
+        Making the server's TLS context (key, certificate, extra chain, CA
+        certificates) passes pyOpenSSL no X509/PKey object it deprecates.
+        """
+        certs = certificates()
+        options = certificate_options(
+            str(certs / "server.key"),
+            str(certs / "server.crt"),
+            extra_cert_chain=str(certs / "ca.crt"),
+            ca_certs=str(certs / "ca.crt"),
+        )
+        options.getContext()
+        self.assertEqual([w["message"] for w in self.flushWarnings()], [])
+
     def test_endpoint_keys(self) -> None:
         """
         tls_server_endpoint refuses unknown keys and bad timeouts, and

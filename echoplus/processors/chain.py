@@ -79,6 +79,10 @@ def parse_chain(text: str) -> tuple[ProcessorEntry, ...]:
                     f"expected ',' after processor {name!r} in chain {text!r}"
                 )
             position += 1
+            if position == len(text):
+                raise ConfigError(
+                    f"the chain {text!r} ends with ',': a processor name must follow"
+                )
     if not entries:
         raise ConfigError("the processor chain is empty")
     return tuple(entries)

@@ -14,7 +14,12 @@ from types import ModuleType
 from typing import Any
 
 from twisted.plugin import getPlugins, pluginPackagePaths
-from zope.interface.exceptions import Invalid
+from zope.interface.exceptions import (
+    BrokenImplementation,
+    BrokenMethodImplementation,
+    DoesNotImplement,
+    Invalid,
+)
 from zope.interface.verify import verifyObject
 
 from echoplus.errors import ConfigError
@@ -85,10 +90,41 @@ def _verify_factory(label: str, factory: object) -> None:
     try:
         verifyObject(IProcessorFactory, factory)
     except Invalid as error:
-        summary = " ".join(str(error).split())
         raise ConfigError(
-            f"{label} is not a valid IProcessorFactory: {summary}"
+            f"{label} is not a valid IProcessorFactory: {_faults(error, factory)}"
         ) from None
+
+
+def _faults(error: Invalid, target: object) -> str:
+    """
+    What C{verifyObject} found wrong with C{target}, in one line without
+    object reprs: C{"Shout has no method process(message, context) and is
+    not declared with @implementer(IProcessor)"}.
+    """
+    missing, other = [], []
+    for fault in getattr(error, "exceptions", None) or [error]:
+        interface = getattr(fault, "interface", None)
+        if isinstance(fault, BrokenImplementation):
+            member = fault.name
+            if isinstance(member, str) and interface is not None:
+                member = interface.get(member, member)
+            label = getattr(member, "__name__", member)
+            if hasattr(member, "getSignatureString"):
+                missing.append(f"has no method {label}{member.getSignatureString()}")
+            else:
+                missing.append(f"has no attribute {label}")
+        elif isinstance(fault, BrokenMethodImplementation):
+            method = fault.method
+            label = getattr(method, "__name__", method)
+            wanted = getattr(method, "getSignatureString", lambda: "(...)")()
+            other.append(
+                f"has a {label}() that does not match {label}{wanted} ({fault.mess})"
+            )
+        elif isinstance(fault, DoesNotImplement) and interface is not None:
+            other.append(f"is not declared with @implementer({interface.__name__})")
+        else:
+            other.append(" ".join(str(fault).split()))
+    return f"{type(target).__qualname__} {' and '.join(missing + other)}"
 
 
 def all_factories() -> dict[str, IProcessorFactory]:
@@ -180,6 +216,5 @@ def verify_processor(name: str, processor: object) -> None:
         verifyObject(IProcessor, processor)
     except Invalid as error:
         raise ConfigError(
-            f"processor {name!r} made {processor!r}, which is not a valid "
-            f"IProcessor: {error}"
+            f"processor {name!r} is not an IProcessor: {_faults(error, processor)}"
         ) from None
