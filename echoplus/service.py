@@ -191,7 +191,8 @@ class EchoPlusService(MultiService):
             plan = self.apply_reload(self._load())
         except ConfigError as error:
             self._log.error(
-                "Reload of {config} refused, the running configuration stays: {errors}",
+                "Reload of {config} refused, the running configuration stays: "
+                "{errors}",
                 config=self.settings.config,
                 errors="; ".join(str(error).splitlines()),
             )
