@@ -159,12 +159,14 @@ def _report(error: ConfigError) -> None:
 
 def _report_bind_errors_briefly() -> None:
     """
-    Report a L{ConfigError} escaping twistd's start-up (a port in use, say)
-    as one line instead of a traceback.
+    Report a L{ConfigError} escaping twistd's start-up (a worker that
+    cannot be started, a worker's own bind) as one line instead of a
+    traceback.
 
-    Binding happens in C{privilegedStartService}, after twistd wrote its
-    pid file; twistd removes that file only for an L{Exception}, so the
-    error must stay an exception, and only its printing changes.
+    That happens after twistd wrote its pid file; twistd removes that file
+    only for an L{Exception}, so the error must stay an exception, and only
+    its printing changes.  (The listeners of the main process are bound
+    earlier, in L{makeService}.)
     """
     previous = sys.excepthook
 
