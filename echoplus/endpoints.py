@@ -18,8 +18,11 @@ changes what Twisted would do in these ways only:
     wrapper, which drops headers split across reads (twisted/twisted#8287);
     it takes C{headerTimeout=} and wraps any of the above.
 
-Everything else (C{systemd:}, plugins) goes to Twisted's
-C{serverFromString} unchanged.
+  - C{systemd:} is built by L{echoplus.systemd}: Twisted's keys, but
+    sockets passed without names (no C{LISTEN_FDNAMES}) are accepted too.
+
+Everything else (endpoint plugins) goes to Twisted's C{serverFromString}
+unchanged.
 """
 
 from __future__ import annotations
@@ -27,11 +30,15 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.endpoints import quoteStringArgument, serverFromString
-from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.python.failure import Failure
+
+from echoplus.errors import ConfigError
 
 __all__ = [
     "DEFAULT_BACKLOG",
     "DEFAULT_UNIX_MODE",
+    "listen_now",
     "parse_description",
     "server_from_string",
     "unparse_description",
@@ -143,4 +150,41 @@ def server_from_string(reactor: Any, description: str) -> IStreamServerEndpoint:
         from echoplus.tls import tls_server_endpoint
 
         return tls_server_endpoint(reactor, args[1:], kwargs)
+    if kind == "systemd":
+        from echoplus.systemd import systemd_server_endpoint
+
+        return systemd_server_endpoint(reactor, args[1:], kwargs)
     return serverFromString(reactor, with_defaults(description))
+
+
+def listen_now(
+    endpoint: IStreamServerEndpoint, factory: Any, what: str
+) -> IListeningPort:
+    """
+    Listen on C{endpoint} with C{factory} and return the listening port.
+    Endpoints that bind a socket (or adopt one) answer at once, so a
+    failure is known before anything else happens.
+
+    @param what: the start of the error message, such as C{"cannot listen
+        on tcp:5000"}.
+    @raise ConfigError: C{"<what>: <reason>"}, the reason without Twisted's
+        wrapping (C{Address already in use}).
+    """
+    outcome: list[Any] = []
+    endpoint.listen(factory).addBoth(outcome.append)
+    if not outcome:
+        raise ConfigError(f"{what}: no answer")
+    if isinstance(outcome[0], Failure):
+        raise ConfigError(f"{what}: {_describe(outcome[0].value)}")
+    port: IListeningPort = outcome[0]
+    return port
+
+
+def _describe(error: BaseException) -> str:
+    """
+    The useful part of a bind error, without Twisted's wrapping.
+    """
+    socket_error = getattr(error, "socketError", None)
+    if socket_error is not None:
+        return getattr(socket_error, "strerror", None) or str(socket_error)
+    return str(error) or type(error).__name__

@@ -38,7 +38,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from echoplus.errors import ConfigError
+from echoplus.endpoints import listen_now
 
 __all__ = [
     "HealthResource",
@@ -438,8 +438,10 @@ class MetricsService(Service):
     """
     Serves L{metrics_site} on a server endpoint string.
 
-    Like the listeners, it binds in C{privilegedStartService} and a bind
-    failure is a L{ConfigError} naming the endpoint.
+    Like the listeners, it binds in L{bind} (at the latest in
+    C{privilegedStartService}), a bind failure is a
+    L{ConfigError <echoplus.errors.ConfigError>} naming the endpoint, and
+    it is announced in the log when it starts.
     """
 
     _log = Logger()
@@ -472,31 +474,33 @@ class MetricsService(Service):
 
     def privilegedStartService(self) -> None:
         Service.privilegedStartService(self)
-        self._listen()
+        self.bind()
 
     def startService(self) -> None:
         Service.startService(self)
-        if self.port is None:
-            self._listen()
-
-    def _listen(self) -> None:
-        site = metrics_site(
-            self.registry, self.healthy, self.reactor, self.flush, self.details
-        )
-        outcome: list[Any] = []
-        serverFromString(self.reactor, self.endpoint).listen(site).addBoth(
-            outcome.append
-        )
-        if not outcome or isinstance(outcome[0], Failure):
-            reason = outcome[0].value if outcome else "no answer"
-            raise ConfigError(f"cannot serve metrics on {self.endpoint}: {reason}")
-        self.port = outcome[0]
+        self.bind()
         host = self.port.getHost()
         self._log.info(
             "echoplus metrics on {endpoint} at {address}",
             endpoint=self.endpoint,
             address=f"{getattr(host, 'host', '')}:{getattr(host, 'port', '')}",
         )
+
+    def bind(self) -> None:
+        """
+        Listen on the endpoint, unless already listening; announced in the
+        log only when the service starts.
+
+        @raise ConfigError: the endpoint cannot listen.
+        """
+        if self.port is None:
+            site = metrics_site(
+                self.registry, self.healthy, self.reactor, self.flush, self.details
+            )
+            endpoint = serverFromString(self.reactor, self.endpoint)
+            self.port = listen_now(
+                endpoint, site, f"cannot serve metrics on {self.endpoint}"
+            )
 
     def stopService(self) -> Any:
         Service.stopService(self)

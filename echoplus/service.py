@@ -10,12 +10,11 @@ from typing import Any, Callable
 from twisted.application.service import MultiService, Service
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from echoplus.cluster.service import BrokerService, make_broker
 from echoplus.config import ListenerSettings, Settings
 from echoplus.drain import Drainer
-from echoplus.endpoints import server_from_string
+from echoplus.endpoints import listen_now, server_from_string
 from echoplus.errors import ConfigError
 from echoplus.factory import EchoPlusFactory
 from echoplus.metrics import Metrics, MetricsService
@@ -45,24 +44,11 @@ class ListenerService(Service):
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
-        if self.port is None:
-            self._listen()
+        self.bind()
 
     def startService(self) -> None:
         super().startService()
-        if self.port is None:
-            self._listen()
-
-    def _listen(self) -> None:
-        endpoint = server_from_string(self._reactor, self.endpoint)
-        outcome: list[Any] = []
-        endpoint.listen(self.factory).addBoth(outcome.append)
-        if not outcome:
-            raise ConfigError(f"cannot listen on {self.endpoint}: no answer")
-        if isinstance(outcome[0], Failure):
-            reason = outcome[0].value
-            raise ConfigError(f"cannot listen on {self.endpoint}: {_describe(reason)}")
-        self.port = outcome[0]
+        self.bind()
         self._log.info(
             "echoplus listening on {endpoint} at {address} ({framing}, {chain})",
             endpoint=self.endpoint,
@@ -70,6 +56,19 @@ class ListenerService(Service):
             framing=self.factory.settings.framing,
             chain=str(self.factory.chain),
         )
+
+    def bind(self) -> None:
+        """
+        Listen on the endpoint, unless already listening; the listener is
+        announced in the log only when the service starts.
+
+        @raise ConfigError: the endpoint cannot listen (the message names it).
+        """
+        if self.port is None:
+            endpoint = server_from_string(self._reactor, self.endpoint)
+            self.port = listen_now(
+                endpoint, self.factory, f"cannot listen on {self.endpoint}"
+            )
 
     def stopService(self) -> Any:
         super().stopService()
@@ -87,16 +86,6 @@ def _address(address: Any) -> str:
         return f"{address.host}:{address.port}"
     name = getattr(address, "name", None)
     return name.decode() if isinstance(name, bytes) else str(name or address)
-
-
-def _describe(error: BaseException) -> str:
-    """
-    The useful part of a bind error, without Twisted's wrapping.
-    """
-    socket_error = getattr(error, "socketError", None)
-    if socket_error is not None:
-        return getattr(socket_error, "strerror", None) or str(socket_error)
-    return str(error) or type(error).__name__
 
 
 class EchoPlusService(MultiService):
@@ -214,7 +203,8 @@ class EchoPlusService(MultiService):
             plan = self.apply_reload(self._load())
         except ConfigError as error:
             self._log.error(
-                "Reload of {config} refused, the running configuration stays: {errors}",
+                "Reload of {config} refused, the running configuration stays: "
+                "{errors}",
                 config=self.settings.config,
                 errors="; ".join(str(error).splitlines()),
             )
@@ -268,9 +258,35 @@ class EchoPlusService(MultiService):
         self.drainer.timeout = plan.settings.drain_timeout
         return plan
 
+    def bind(self) -> None:
+        """
+        Bind every listener and the metrics endpoint, all or nothing, and
+        announce none of them yet: C{makeService} calls this so that a
+        port in use is reported like a configuration error, before twistd
+        logs anything.
+
+        @raise ConfigError: an endpoint cannot listen; those already bound
+            are closed again.
+        """
+        services: list[Any] = [s for s in self if isinstance(s, ListenerService)]
+        if self.metrics_service is not None:
+            services.append(self.metrics_service)
+        bound = []
+        try:
+            for service in services:
+                if service.port is None:
+                    service.bind()
+                    bound.append(service)
+        except ConfigError:
+            for service in bound:
+                port, service.port = service.port, None
+                port.stopListening()
+            raise
+
     def privilegedStartService(self) -> None:
         # Reload on SIGHUP from now on: until then SIGHUP ends the process.
         self._handle_sighup()
+        self.bind()
         super().privilegedStartService()
         if self.metrics_service is not None:
             self.metrics_service.privilegedStartService()

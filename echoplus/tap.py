@@ -160,12 +160,16 @@ def settings_from(options: Mapping[str, Any], environ: Mapping[str, str]) -> Set
     return resolved.settings
 
 
-def makeService(options: Mapping[str, Any]) -> IService:
+def makeService(options: Mapping[str, Any], reactor: Any = None) -> IService:
     """
-    Validate the configuration and build the service tree.  An invalid
-    configuration exits with status 1 and one line per fault.
+    Validate the configuration, build the service tree and bind its
+    endpoints.  An invalid configuration, or an endpoint that cannot
+    listen, exits with status 1 and one line per fault.
+
+    @param reactor: the reactor to serve with; by default the global one.
     """
-    from twisted.internet import reactor
+    if reactor is None:
+        from twisted.internet import reactor
 
     from echoplus import workers
     from echoplus.drain import install_signal_handlers
@@ -181,7 +185,9 @@ def makeService(options: Mapping[str, Any]) -> IService:
     raise_open_files_limit()
     worker = workers.is_worker()
     if settings.workers > 1 and not worker:
-        return workers.WorkerPool(settings, reactor, workers.option_arguments(options))
+        pool = workers.WorkerPool(settings, reactor, workers.option_arguments(options))
+        _bind_or_exit(pool)
+        return pool
     if worker:
         settings = workers.worker_settings(settings)
     # SIGHUP re-reads the file and the environment under the same command line.
@@ -202,12 +208,28 @@ def makeService(options: Mapping[str, Any]) -> IService:
     if worker:
         workers.adopt_listeners(service)
         service.fixed_listeners = True
+    else:
+        _bind_or_exit(service)
     # After the reactor's own handlers, which would make twistd exit by the
     # signal (status -15) instead of 0 after a graceful drain.
     reactor.addSystemEventTrigger(
         "after", "startup", install_signal_handlers, reactor, service.drainer
     )
     return service
+
+
+def _bind_or_exit(service: Any) -> None:
+    """
+    Bind every endpoint of C{service} now, before twistd starts logging, so
+    that a port in use is reported exactly like a configuration error: one
+    line and status 1.  Listeners are announced in the log later, once all
+    of them are bound and the service starts.
+    """
+    try:
+        service.bind()
+    except ConfigError as error:
+        _report(error)
+        raise SystemExit(1) from None
 
 
 def _report(error: ConfigError) -> None:
@@ -218,12 +240,14 @@ def _report(error: ConfigError) -> None:
 
 def _report_bind_errors_briefly() -> None:
     """
-    Report a L{ConfigError} escaping twistd's start-up (a port in use, say)
-    as one line instead of a traceback.
+    Report a L{ConfigError} escaping twistd's start-up (a worker that
+    cannot be started, a worker's own bind) as one line instead of a
+    traceback.
 
-    Binding happens in C{privilegedStartService}, after twistd wrote its
-    pid file; twistd removes that file only for an L{Exception}, so the
-    error must stay an exception, and only its printing changes.
+    That happens after twistd wrote its pid file; twistd removes that file
+    only for an L{Exception}, so the error must stay an exception, and only
+    its printing changes.  (The listeners of the main process are bound
+    earlier, in L{makeService}.)
     """
     previous = sys.excepthook
 

@@ -31,11 +31,12 @@ __all__ = [
 #: The environment variable that tells a worker process what it adopts:
 #: JSON with the adopted endpoint strings and the readiness pipe.
 WORKER_ENVIRONMENT = "_ECHOPLUS_WORKER"
-#: How a worker starts: LISTEN_PID must be set before Twisted reads the
-#: LISTEN_* variables, when twisted.internet.endpoints is first imported.
+#: How a worker starts: LISTEN_PID must be set, and echoplus.systemd must
+#: read the LISTEN_* variables, before twisted.internet.endpoints is first
+#: imported (it deletes them).
 WORKER_MAIN = (
     "import os; os.environ['LISTEN_PID'] = str(os.getpid()); "
-    "from echoplus.worker import main; main()"
+    "import echoplus.systemd; from echoplus.worker import main; main()"
 )
 
 

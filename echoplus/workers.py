@@ -48,7 +48,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from echoplus.config import OPTIONS, Settings
-from echoplus.endpoints import server_from_string
+from echoplus.endpoints import listen_now, server_from_string
 from echoplus.errors import ConfigError
 from echoplus.logs import format_address, use_json_lines
 from echoplus.worker import (
@@ -271,9 +271,31 @@ class WorkerPool(MultiService):
 
     # Life.
 
+    def bind(self) -> None:
+        """
+        Bind every listener and the metrics endpoint, all or nothing, and
+        announce none of them yet (see L{EchoPlusService.bind
+        <echoplus.service.EchoPlusService.bind>}).
+
+        @raise ConfigError: an endpoint cannot listen, or cannot be shared
+            between workers; those already bound are closed again.
+        """
+        if self.ports:
+            return
+        try:
+            for listener in self.settings.listeners:
+                self._bind(listener.endpoint)
+            for child in self:
+                child.bind()  # type: ignore[attr-defined]
+        except ConfigError:
+            for port in self.ports:
+                port.stopListening()
+            self.ports.clear()
+            self._adopted.clear()
+            raise
+
     def privilegedStartService(self) -> None:
-        for listener in self.settings.listeners:
-            self._bind(listener.endpoint)
+        self.bind()
         super().privilegedStartService()
 
     def _bind(self, endpoint: str) -> None:
@@ -284,32 +306,29 @@ class WorkerPool(MultiService):
                 "tcp:, unix:, systemd: and haproxy: listeners (terminate TLS "
                 "in front, e.g. in HAProxy)"
             )
-        outcome: list[Any] = []
-        server_from_string(self.reactor, _inner_endpoint(endpoint)).listen(
-            _Refuse()
-        ).addBoth(outcome.append)
-        if not outcome or isinstance(outcome[0], Failure):
-            reason = outcome[0].getErrorMessage() if outcome else "no answer"
-            raise ConfigError(f"cannot listen on {endpoint}: {reason}")
-        port = outcome[0]
-        port.stopReading()  # the workers accept; the parent only holds it
+        port = listen_now(
+            server_from_string(self.reactor, _inner_endpoint(endpoint)),
+            _Refuse(),
+            f"cannot listen on {endpoint}",
+        )
+        port.stopReading()  # type: ignore[attr-defined]  # the workers accept
         address = port.getHost()
         family = "UNIX" if not hasattr(address, "port") else "INET"
         if family == "INET" and ":" in address.host:
             family = "INET6"
         self._adopted[endpoint] = _adopted_endpoint(endpoint, len(self.ports), family)
         self.ports.append(port)
-        where = format_address(address)
-        self._log.info(
-            "echoplus listening on {endpoint} at {address} "
-            "({workers} workers share it)",
-            endpoint=endpoint,
-            address=where,
-            workers=self.settings.workers,
-        )
 
     def startService(self) -> None:
         super().startService()
+        for listener, port in zip(self.settings.listeners, self.ports, strict=True):
+            self._log.info(
+                "echoplus listening on {endpoint} at {address} "
+                "({workers} workers share it)",
+                endpoint=listener.endpoint,
+                address=format_address(port.getHost()),
+                workers=self.settings.workers,
+            )
         if self.settings.broker == "memory":
             self._log.info(
                 "Each worker has its own topics (pubsub, broadcast) with "

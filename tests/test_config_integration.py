@@ -202,6 +202,67 @@ class BrokenFileTests(SynchronousTestCase):
                 )
 
 
+class BusyPortTests(SynchronousTestCase):
+    """
+    An endpoint that cannot listen is reported like a configuration error:
+    one line on standard error, status 1, and nothing logged before it.
+    """
+
+    def busy_port(self) -> int:
+        """
+        A loopback port something else listens on for this test.
+        """
+        sock = socket.socket()
+        self.addCleanup(sock.close)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        return int(sock.getsockname()[1])
+
+    def assert_one_error(self, arguments: list[str], error: str) -> None:
+        result = run_twistd(arguments)
+        self.assertEqual(
+            (result.returncode, result.stdout, result.stderr),
+            (1, "", f"echoplus: error: {error}\n"),
+        )
+
+    def test_listener_port_in_use(self) -> None:
+        """
+        A C{--listen} port in use: one line naming the endpoint and the
+        reason, before twistd logs its start-up.
+        """
+        endpoint = f"tcp:{self.busy_port()}:interface=127.0.0.1"
+        self.assert_one_error(
+            ["--listen", endpoint],
+            f"cannot listen on {endpoint}: Address already in use",
+        )
+
+    def test_metrics_port_in_use(self) -> None:
+        """
+        A C{--metrics} port in use: one line, and the listener that did
+        bind was never announced as listening.
+        """
+        endpoint = f"tcp:{self.busy_port()}:interface=127.0.0.1"
+        self.assert_one_error(
+            ["--listen", "tcp:0:interface=127.0.0.1", "--metrics", endpoint],
+            f"cannot serve metrics on {endpoint}: Address already in use",
+        )
+
+    def test_worker_pool_port_in_use(self) -> None:
+        """
+        With C{--workers}, a second listener's port in use: one line, no
+        worker started, the first listener never announced.
+        """
+        endpoint = f"tcp:{self.busy_port()}:interface=127.0.0.1"
+        self.assert_one_error(
+            [
+                *("--listen", "tcp:0:interface=127.0.0.1"),
+                *("--listen", endpoint),
+                *("--workers", "2"),
+            ],
+            f"cannot listen on {endpoint}: Address already in use",
+        )
+
+
 class SighupTests(SynchronousTestCase):
     def test_reload_on_sighup(self) -> None:
         """

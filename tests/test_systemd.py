@@ -17,8 +17,16 @@ import threading
 import time
 from typing import Sequence
 
+from twisted.internet.protocol import Factory
+from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from echoplus.parsers import check_endpoint
+from echoplus.systemd import (
+    find_passed_socket,
+    passed_sockets,
+    systemd_server_endpoint,
+)
 from tests.support import REPO, TWISTD, Twistd, receive_lines, twistd_environment
 
 ACTIVATE = shutil.which("systemd-socket-activate")
@@ -88,10 +96,11 @@ def free_port(below: int | None = None) -> int:
 
 
 class SocketActivationTests(SynchronousTestCase):
-    def test_systemd_endpoint(self) -> None:
+    def activate(self, activator: list[str], endpoint: str) -> None:
         """
-        twistd -n echoplus --listen systemd:domain=INET:index=0 serves the
-        socket systemd-socket-activate bound and passed to it.
+        Run twistd under C{systemd-socket-activate} with C{activator}'s
+        options, listening on C{endpoint}, and check that it serves the
+        socket the activator bound.
         """
         if ACTIVATE is None:
             raise SkipTest("systemd-socket-activate is not installed (Debian: systemd)")
@@ -99,9 +108,7 @@ class SocketActivationTests(SynchronousTestCase):
         server = Process(
             [
                 ACTIVATE,
-                # Twisted requires LISTEN_FDNAMES, which systemd always sets
-                # and systemd-socket-activate only with --fdname.
-                "--fdname=echoplus",
+                *activator,
                 "-l",
                 f"127.0.0.1:{port}",
                 *TWISTD,
@@ -109,7 +116,7 @@ class SocketActivationTests(SynchronousTestCase):
                 "--pidfile=",
                 "echoplus",
                 "--listen",
-                "systemd:domain=INET:index=0",
+                endpoint,
                 "--processor",
                 "upper",
             ]
@@ -123,6 +130,103 @@ class SocketActivationTests(SynchronousTestCase):
             match = server.wait_for(r"echoplus listening on systemd:\S+ at (\S+)")
             self.assertEqual(match.group(1), f"127.0.0.1:{port}")
             self.assertEqual(receive_lines(sock, 1), [b"ACTIVATED"])
+
+    def test_systemd_endpoint(self) -> None:
+        """
+        twistd -n echoplus --listen systemd:domain=INET:name=echoplus serves
+        the socket systemd-socket-activate bound and passed to it by that
+        name (as a systemd socket unit with FileDescriptorName= does).
+        """
+        self.activate(["--fdname=echoplus"], "systemd:domain=INET:name=echoplus")
+
+    def test_socket_without_name(self) -> None:
+        """
+        An activator that passes its socket without a name (no
+        LISTEN_FDNAMES: systemd-socket-activate without --fdname) is
+        served by index.
+        """
+        self.activate([], "systemd:domain=INET:index=0")
+
+
+class PassedSocketTests(SynchronousTestCase):
+    """
+    L{echoplus.systemd}: finding passed sockets as C{sd_listen_fds} does.
+    """
+
+    PID = 4242
+
+    def environ(self, count: int, names: str | None = None) -> dict[str, str]:
+        environ = {"LISTEN_PID": str(self.PID), "LISTEN_FDS": str(count)}
+        if names is not None:
+            environ["LISTEN_FDNAMES"] = names
+        return environ
+
+    def test_by_index_without_names(self) -> None:
+        """
+        LISTEN_PID and LISTEN_FDS are enough: sockets start at descriptor 3.
+        """
+        environ = self.environ(2)
+        self.assertEqual(passed_sockets(environ, self.PID), ([3, 4], None))
+        self.assertEqual(find_passed_socket(environ, self.PID, index=1), 4)
+
+    def test_by_name(self) -> None:
+        """
+        With LISTEN_FDNAMES, a socket is found by name.
+        """
+        environ = self.environ(2, "web:echoplus")
+        self.assertEqual(find_passed_socket(environ, self.PID, name="echoplus"), 4)
+
+    def test_what_is_missing(self) -> None:
+        """
+        Each way of not finding the socket says what is missing.
+        """
+        cases = [
+            (self.environ(1), {"index": 1}, "index=1, but 1 socket(s) were passed"),
+            (self.environ(1), {"name": "x"}, "name=x needs LISTEN_FDNAMES"),
+            (self.environ(1, "web"), {"name": "x"}, "no socket named 'x'"),
+            ({}, {"index": 0}, "no socket was passed to this process"),
+            (
+                {**self.environ(1), "LISTEN_PID": "1"},
+                {"index": 0},
+                "no socket was passed to this process",
+            ),
+        ]
+        for environ, where, message in cases:
+            with self.assertRaises(ValueError) as raised:
+                find_passed_socket(environ, self.PID, **where)
+            self.assertIn(message, str(raised.exception))
+
+    def test_names_that_do_not_match_are_ignored(self) -> None:
+        """
+        A LISTEN_FDNAMES with a different count names nothing, and the
+        sockets stay usable by index.
+        """
+        environ = self.environ(2, "only-one")
+        self.assertEqual(passed_sockets(environ, self.PID), ([3, 4], None))
+
+    def test_endpoint_string_checked_without_sockets(self) -> None:
+        """
+        The string is checked when parsed, the socket looked up only when
+        listening: C{echoplus check} accepts a good string anywhere, and a
+        missing socket is a failed listen naming what is missing.
+        """
+        self.assertEqual(
+            check_endpoint("systemd:domain=INET:index=0"), "systemd:domain=INET:index=0"
+        )
+        for bad, message in (
+            ("systemd:domain=INET", "exactly one of index= and name="),
+            ("systemd:domain=IPX:index=0", "domain= must be INET, INET6 or UNIX"),
+            ("systemd:domain=INET:index=x", "index= must be a number"),
+            ("systemd:domain=INET:index=0:port=1", "unexpected 'port'"),
+        ):
+            with self.assertRaises(ValueError) as raised:
+                check_endpoint(bad)
+            self.assertIn(message, str(raised.exception))
+        endpoint = systemd_server_endpoint(
+            MemoryReactor(), [], {"domain": "INET", "index": "0"}, environ={}
+        )
+        failure = self.failureResultOf(endpoint.listen(Factory()), ValueError)
+        self.assertIn("no socket was passed", failure.getErrorMessage())
 
 
 class PrivilegeTests(SynchronousTestCase):
@@ -139,7 +243,8 @@ class PrivilegeTests(SynchronousTestCase):
             twistd_options=["--uid", "65534", "--gid", "65534"],
         )
         self.addCleanup(server.stop)
-        server.wait_for("set uid/gid 65534/65534")
+        # Bound before the switch, announced after it.
+        self.assertIn("set uid/gid 65534/65534", "".join(server.output))
         self.assertEqual(server.port, port)
         with open(f"/proc/{server.process.pid}/status") as status:
             uids = next(line for line in status if line.startswith("Uid:"))

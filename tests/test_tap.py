@@ -11,6 +11,7 @@ import sys
 from typing import Sequence
 
 from twisted.application.service import IService, IServiceMaker, MultiService
+from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import getPlugins
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -45,12 +46,14 @@ class TapTestCase(SynchronousTestCase):
         self.patch(sys, "stderr", self.stderr)
         # makeService installs an excepthook for bind errors; undo it.
         self.patch(sys, "excepthook", sys.excepthook)
+        # makeService binds: in memory, not real ports.
+        self.reactor = MemoryReactorClock()
 
     def make(self, arguments: Sequence[str]) -> MultiService:
         """
         Build, but do not start, the service for C{arguments}.
         """
-        service = tap.makeService(parse(arguments))
+        service = tap.makeService(parse(arguments), reactor=self.reactor)
         assert isinstance(service, MultiService)
         return service
 
@@ -60,7 +63,9 @@ class TapTestCase(SynchronousTestCase):
         one C{echoplus: error:} line, and return that line.
         """
         options = parse(arguments)
-        error = self.assertRaises(SystemExit, tap.makeService, options)
+        error = self.assertRaises(
+            SystemExit, tap.makeService, options, reactor=self.reactor
+        )
         self.assertEqual(error.code, 1)
         lines = self.stderr.getvalue().splitlines()
         self.assertEqual(len(lines), 1, lines)

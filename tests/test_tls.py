@@ -9,8 +9,10 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import shutil
 import socket
 import ssl
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -18,11 +20,11 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from twisted.internet import task
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from echoplus.endpoints import server_from_string
 from echoplus.protocols import CLOSE_GRACE
@@ -46,7 +48,9 @@ def _issue(
     is_ca: bool,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     """
-    A certificate for C{subject}, signed by C{issuer} (self-signed if None).
+    A certificate for C{subject}, signed by C{issuer} (self-signed if None),
+    with the extensions strict verification (C{VERIFY_X509_STRICT}, Python
+    3.13's default) requires: key identifiers and key usage.
     """
     key = ec.generate_private_key(ec.SECP256R1())
     issuer_name, issuer_key = issuer or (_name(subject), key)
@@ -60,9 +64,23 @@ def _issue(
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+            critical=False,
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+            critical=False,
+        )
+        .add_extension(_key_usage(is_ca), critical=True)
     )
     if not is_ca:
         builder = builder.add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        ).add_extension(
             x509.SubjectAlternativeName(
                 [
                     x509.DNSName("localhost"),
@@ -72,6 +90,23 @@ def _issue(
             critical=False,
         )
     return builder.sign(issuer_key, hashes.SHA256()), key
+
+
+def _key_usage(is_ca: bool) -> x509.KeyUsage:
+    """
+    Certificate and CRL signing for a CA, signatures for the others.
+    """
+    return x509.KeyUsage(
+        digital_signature=not is_ca,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=is_ca,
+        crl_sign=is_ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
 
 
 def _write(
@@ -124,6 +159,8 @@ def _client_context(
     certs: Path, client: str | None = None, maximum: ssl.TLSVersion | None = None
 ) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+    # As strict as Python 3.13's default, whatever Python runs the tests.
+    context.verify_flags |= ssl.VERIFY_X509_STRICT
     if client is not None:
         context.load_cert_chain(
             str(certs / f"{client}.crt"), str(certs / f"{client}.key")
@@ -525,8 +562,135 @@ def _shut_tcp_write_side(sock: ssl.SSLSocket) -> None:
         duplicate.shutdown(socket.SHUT_WR)
 
 
+SECURITY_DOC = Path(__file__).resolve().parent.parent / "docs" / "security.md"
+
+
+def recipe_commands(markdown: str) -> list[str]:
+    """
+    The certificate-making commands of a Markdown page: every C{openssl
+    req}, C{openssl x509} and C{printf} command of its indented code
+    blocks, continuation lines joined.
+    """
+    commands: list[str] = []
+    current: list[str] | None = None
+    for line in markdown.splitlines():
+        text = line.strip()
+        if current is not None:
+            current.append(text.rstrip("\\").strip())
+        elif line.startswith("    ") and text.startswith(
+            ("openssl req ", "openssl x509 ", "printf ")
+        ):
+            current = [text.rstrip("\\").strip()]
+        if current is not None and not text.endswith("\\"):
+            commands.append(" ".join(current))
+            current = None
+    return commands
+
+
+def _handshake(client: ssl.SSLContext, server: ssl.SSLContext, hostname: str) -> None:
+    """
+    A TLS handshake in memory between two contexts, the client's
+    certificate checked too; raises L{ssl.SSLError} if either side refuses.
+    """
+    to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client_side = client.wrap_bio(to_client, to_server, server_hostname=hostname)
+    server_side = server.wrap_bio(to_server, to_client, server_side=True)
+    done = set()
+    for _ in range(10):
+        for side in (client_side, server_side):
+            try:
+                side.do_handshake()
+                done.add(side)
+            except ssl.SSLWantReadError:
+                pass
+    # TLS 1.3: the server checks the client's certificate last; a read
+    # makes each side act on what it was sent.
+    for side in (server_side, client_side):
+        try:
+            side.read(1)
+        except ssl.SSLWantReadError:
+            pass
+    if len(done) != 2:
+        raise AssertionError("the handshake did not complete")
+
+
+class SecurityRecipeTests(SynchronousTestCase):
+    """
+    The C{openssl} recipe of C{docs/security.md} makes certificates that a
+    strict verifier (Python 3.13's default) accepts, client certificates
+    included.
+    """
+
+    def make(self) -> Path:
+        """
+        Run the page's commands in a new directory and return it.
+        """
+        if shutil.which("openssl") is None:
+            raise SkipTest("the openssl command is not installed")
+        directory = Path(tempfile.mkdtemp(prefix="echoplus-recipe-"))
+        self.addCleanup(shutil.rmtree, directory, True)
+        commands = recipe_commands(SECURITY_DOC.read_text(encoding="utf-8"))
+        self.assertGreaterEqual(len(commands), 4, commands)
+        for command in commands:
+            result = subprocess.run(
+                ["sh", "-c", command],
+                cwd=directory,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            self.assertEqual(result.returncode, 0, f"{command}\n{result.stderr}")
+        for name in ("server", "ca", "client"):
+            self.assertTrue((directory / f"{name}.crt").exists(), name)
+        return directory
+
+    def strict(self, purpose: ssl.Purpose, cafile: Path) -> ssl.SSLContext:
+        context = ssl.create_default_context(purpose, cafile=str(cafile))
+        context.verify_flags |= ssl.VERIFY_X509_STRICT
+        return context
+
+    def test_strict_verifiers_accept_the_certificates(self) -> None:
+        """
+        A strict client accepts the self-signed server certificate, and a
+        strict server requiring client certificates accepts the client's.
+        """
+        made = self.make()
+        plain = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        plain.load_cert_chain(made / "server.crt", made / "server.key")
+        client = self.strict(ssl.Purpose.SERVER_AUTH, made / "server.crt")
+        _handshake(client, plain, "echo.example.internal")
+        requiring = self.strict(ssl.Purpose.CLIENT_AUTH, made / "ca.crt")
+        requiring.verify_mode = ssl.CERT_REQUIRED
+        requiring.load_cert_chain(made / "server.crt", made / "server.key")
+        with self.assertRaises(ssl.SSLError):  # it does check
+            _handshake(client, requiring, "echo.example.internal")
+        client.load_cert_chain(made / "client.crt", made / "client.key")
+        _handshake(client, requiring, "echo.example.internal")
+
+    def test_twistd_with_the_certificates(self) -> None:
+        """
+        twistd serves C{ssl:...:caCerts=ca.crt} with the recipe's files to
+        a strict client presenting the recipe's client certificate.
+        """
+        made = self.make()
+        server = Twistd(
+            [
+                "--listen",
+                f"ssl:0:interface=127.0.0.1:privateKey={made / 'server.key'}"
+                f":certKey={made / 'server.crt'}:caCerts={made / 'ca.crt'}",
+            ]
+        )
+        self.addCleanup(server.stop)
+        client = self.strict(ssl.Purpose.SERVER_AUTH, made / "server.crt")
+        client.load_cert_chain(made / "client.crt", made / "client.key")
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        with client.wrap_socket(raw, server_hostname="echo.example.internal") as sock:
+            sock.sendall(b"by the book\n")
+            self.assertEqual(receive_lines(sock, 1), [b"by the book"])
+
+
 def tearDownModule() -> None:
+    global _CERTS
     if _CERTS is not None:
-        for path in _CERTS.iterdir():
-            os.remove(path)
-        os.rmdir(_CERTS)
+        shutil.rmtree(_CERTS, ignore_errors=True)
+        _CERTS = None  # other modules' tests may make them again
