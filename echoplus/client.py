@@ -79,8 +79,9 @@ class _Exchange(Protocol):
         self.done: Deferred[int] = Deferred()
 
     def connectionMade(self) -> None:
-        if self._data:
-            self.transport.write(self._data)
+        data = self._codec.opening() + self._data  # a handshake first, if any
+        if data:
+            self.transport.write(data)
         self._check_done()
 
     def dataReceived(self, data: bytes) -> None:

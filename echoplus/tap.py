@@ -64,6 +64,13 @@ class Options(usage.Options):
         """
         self["deny"].append(network)
 
+    def opt_ws_origins(self, origin: str) -> None:
+        """
+        websocket: accept browsers from this origin, scheme://host[:port]
+        or * (repeatable) [default: the request's own host only]
+        """
+        self["ws-origins"].append(origin)
+
 
 def settings_from(options: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
     """
