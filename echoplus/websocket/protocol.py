@@ -158,7 +158,6 @@ class WebSocketProtocol(FramedProtocol):
         """
         if tail and not self._closing:
             self._write_control(b"".join(tail))
-        self._codec.close_sent = True
         self._held = []
         self._input_done = True
         self._dispatcher.close()

@@ -35,7 +35,7 @@ from websockets.exceptions import PayloadTooBig
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Request, Response
-from websockets.protocol import CONNECTING, OPEN
+from websockets.protocol import CONNECTING
 from websockets.server import ServerProtocol
 
 from echoplus.errors import BadFrame, FrameTooLong, FramingError
@@ -129,6 +129,7 @@ class ServerCodec:
         self.reply_text = True
         self.pongs = 0
         self.close_sent = False
+        self._accepted = False
         self._policy = policy
         self._parts: list[bytes] = []
         self._part_text = True
@@ -164,7 +165,7 @@ class ServerCodec:
         Whether messages may be sent: the handshake succeeded and no close
         frame was sent.
         """
-        return self._ws.state is OPEN and not self.close_sent
+        return self._accepted and not self.close_sent
 
     @property
     def subprotocol(self) -> str | None:
@@ -209,11 +210,22 @@ class ServerCodec:
             self.error = _translate(ws.parser_exc, self.max_frame)
         elif handshaking and self.finished and not events:
             self.error = BadFrame("not a WebSocket handshake")
+        closed_before = self.closed_by_peer is not None
         messages = self._messages(events, writes)
-        if self.closed_by_peer is not None and writes and ws.close_rcvd_then_sent:
-            self.tail = [writes.pop()]
+        if self.closed_by_peer is not None and not closed_before:
+            if ws.close_rcvd_then_sent and writes:
+                writes.pop()  # the library's echo: ours goes after the replies
+            self.tail = [self._echo(self.closed_by_peer)]
         self.head += writes
         return messages
+
+    def _echo(self, close: Close) -> bytes:
+        """
+        The answer to the client's close frame: the same code and reason.
+        """
+        self.close_sent = True
+        data = b"" if close.code == 1005 else close.serialize()  # 1005: none given
+        return Frame(Opcode.CLOSE, data).serialize(mask=False)
 
     def _messages(self, events: list[object], writes: list[bytes]) -> list[bytes]:
         messages: list[bytes] = []
@@ -286,7 +298,9 @@ class ServerCodec:
                     )
                     response.headers["Upgrade"] = "websocket"
         ws.send_response(response)
-        if response.status_code != HTTPStatus.SWITCHING_PROTOCOLS:
+        if response.status_code == HTTPStatus.SWITCHING_PROTOCOLS:
+            self._accepted = True
+        else:
             self.refused = response.status_code
         writes = ws.data_to_send()
         if writes and writes[-1] == b"":
