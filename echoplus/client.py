@@ -223,7 +223,10 @@ def run_send(arguments: argparse.Namespace) -> int:
     out = sys.stdout.buffer
     try:
         codec = ClientCodec.for_framing(
-            arguments.framing, unescape(arguments.delimiter), arguments.max_frame
+            arguments.framing,
+            unescape(arguments.delimiter),
+            arguments.max_frame,
+            ws_path=arguments.ws_path,
         )
         messages = _read_messages(arguments, sys.stdin.buffer)
     except (ConfigError, ValueError, SendFailed) as error:
@@ -279,10 +282,18 @@ def add_send_command(commands: Any) -> None:
     )
     parser.add_argument("message", metavar="MESSAGE", nargs="*")
     parser.add_argument(
-        "--framing", default="line", help="the server's framing [default: line]"
+        "--framing",
+        default="line",
+        help="the server's framing, websocket included [default: line]",
     )
     parser.add_argument(
         "--delimiter", default="\\n", help="line delimiter, escapes allowed"
+    )
+    parser.add_argument(
+        "--ws-path",
+        default="/",
+        metavar="PATH",
+        help="the request path of a websocket listener [default: /]",
     )
     parser.add_argument(
         "--hex",

@@ -257,6 +257,28 @@ ws_ping_timeout = 0.3
             cwd=REPO,
         )
         self.assertEqual((result.stdout, result.stderr), ("ONE\nTWO\n", ""))
+        refused = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "echoplus",
+                "send",
+                f"tcp:{self.where['tcp:chat']}",
+                "one",
+                "--framing",
+                "websocket",
+                "--ws-path",
+                "/nope",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=twistd_environment(),
+            cwd=REPO,
+        )
+        self.assertEqual(refused.returncode, 1)
+        self.assertIn("HTTP 404", refused.stderr)
+        self.assertNotIn("Traceback", refused.stderr)
 
 
 class DrainTests(SynchronousTestCase):
