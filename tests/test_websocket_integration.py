@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import ssl
@@ -25,7 +26,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect, unix_connect
 
 from tests.support import REPO, Twistd, receive_until_closed, twistd_environment
-from tests.test_tls import certificates
+from tests.test_tls import make_certificates
 from tests.ws_support import client_frame, close_of, frames_of, handshake
 
 
@@ -42,10 +43,11 @@ class ListenersTests(SynchronousTestCase):
 
     server: Twistd
     directory: str
+    certs: Path
 
     @classmethod
     def setUpClass(cls) -> None:
-        certs = certificates()
+        certs = cls.certs = make_certificates()
         cls.directory = tempfile.mkdtemp()
         keys = f"privateKey={certs}/server.key:certKey={certs}/server.crt"
         config = Path(cls.directory, "ws.toml")
@@ -89,6 +91,8 @@ ws_ping_timeout = 0.3
     @classmethod
     def tearDownClass(cls) -> None:
         cls.server.stop()
+        shutil.rmtree(cls.certs, ignore_errors=True)
+        shutil.rmtree(cls.directory, ignore_errors=True)
 
     def uri(self, kind: str, path: str = "/", scheme: str = "ws") -> str:
         return f"{scheme}://{self.where[kind]}{path}"
@@ -116,7 +120,7 @@ ws_ping_timeout = 0.3
         """
         An ssl: listener gives wss://.
         """
-        context = ssl.create_default_context(cafile=str(certificates() / "ca.crt"))
+        context = ssl.create_default_context(cafile=str(self.certs / "ca.crt"))
         with _open(self.uri("ssl", scheme="wss"), ssl=context) as ws:
             ws.send("secure")
             self.assertEqual(ws.recv(timeout=5), "SECURE")
