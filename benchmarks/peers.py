@@ -176,8 +176,8 @@ def _autobahn(kind: str, port: int) -> None:
     from twisted.internet import reactor
 
     class Echo(WebSocketServerProtocol):
-        def onMessage(self, payload: bytes, isBinary: bool) -> None:
-            self.sendMessage(payload, isBinary)
+        def onMessage(self, payload: bytes, is_binary: bool) -> None:
+            self.sendMessage(payload, is_binary)
 
     factory = WebSocketServerFactory()
     factory.protocol = Echo

@@ -290,4 +290,14 @@ TARGETS: tuple[Target, ...] = (
         _ratio("metrics", "echoplus line --metrics", "echoplus line"),
         0.9,
     ),
+    Target(
+        "websocket vs websockets (asyncio)",
+        _ratio("websocket", "echoplus websocket", "websockets (asyncio)"),
+        1.2,
+    ),
+    Target(
+        "websocket vs autobahn (twisted)",
+        _ratio("websocket", "echoplus websocket", "autobahn (twisted)"),
+        1.2,
+    ),
 )
