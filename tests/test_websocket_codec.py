@@ -211,6 +211,10 @@ class ParserTests(SynchronousTestCase):
         self.assertEqual(
             web_origins(["http://A.example:80", "*"]), ("http://a.example:80", "*")
         )
+        self.assertEqual(
+            web_origins("https://localhost:8443, http://[::1]:8000"),
+            ("https://localhost:8443", "http://[::1]:8000"),
+        )
         self.assertIs(switch("on"), True)
         self.assertIs(switch(False), False)
         for parse, bad in [
@@ -224,6 +228,27 @@ class ParserTests(SynchronousTestCase):
             with self.assertRaises(ValueError) as caught:
                 parse(bad)
             self.assertIn(repr(bad.split()[-1])[1:-1], str(caught.exception))
+
+
+class ExampleConfigTests(SynchronousTestCase):
+    """
+    The web chat's config file is valid.
+    """
+
+    def test_chat_toml_checks(self) -> None:
+        """
+        echoplus check accepts examples/web-chat/chat.toml and shows its
+        origins.
+        """
+        import io
+
+        from echoplus.check import run_check
+        from tests.support import REPO
+
+        out, err = io.StringIO(), io.StringIO()
+        path = str(REPO / "examples" / "web-chat" / "chat.toml")
+        self.assertEqual(run_check(path, {}, out, err), 0, err.getvalue())
+        self.assertIn("http://localhost:8000", out.getvalue())
 
 
 class ImportTests(SynchronousTestCase):
