@@ -285,10 +285,49 @@ ws_ping_timeout = 0.3
         self.assertNotIn("Traceback", refused.stderr)
 
 
-class DrainTests(SynchronousTestCase):
+class ProcessTests(SynchronousTestCase):
     """
-    SIGTERM on a websocket listener.
+    SIGTERM, SIGHUP and --workers on a websocket listener.
     """
+
+    def test_workers(self) -> None:
+        """
+        The workers of --workers 2 serve the websocket listener.
+        """
+        server = Twistd(
+            ["--listen", "tcp:0:interface=127.0.0.1", "--framing", "websocket"]
+            + ["--processor", "upper", "--workers", "2"]
+        )
+        self.addCleanup(server.stop)
+        server.wait_for(r"echoplus listening on systemd:", count=2, timeout=60)
+        for _ in range(4):
+            with _open(f"ws://127.0.0.1:{server.port}/") as ws:
+                ws.send("pooled")
+                self.assertEqual(ws.recv(timeout=5), "POOLED")
+
+    def test_reload_changes_the_path(self) -> None:
+        """
+        SIGHUP applies a new ws_path to new connections; an open one goes on.
+        """
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory, True)
+        config = Path(directory, "ws.toml")
+        base = 'framing = "websocket"\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
+        config.write_text(base + 'ws_path = "/a"\n')
+        server = Twistd(["--config", str(config)])
+        self.addCleanup(server.stop)
+        uri = f"ws://127.0.0.1:{server.port}"
+        with _open(uri + "/a") as old:
+            config.write_text(base + 'ws_path = "/b"\n')
+            server.signal(signal.SIGHUP)
+            server.wait_for("Reloaded", timeout=20)
+            with _open(uri + "/b") as new:
+                new.send("new")
+                self.assertEqual(new.recv(timeout=5), "new")
+            with self.assertRaises(InvalidStatus):
+                _open(uri + "/a")
+            old.send("old")
+            self.assertEqual(old.recv(timeout=5), "old")
 
     def test_sigterm_1001_after_owed_replies(self) -> None:
         """
