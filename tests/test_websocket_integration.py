@@ -7,6 +7,7 @@ the C{echoplus send} command.
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
 import re
@@ -36,21 +37,17 @@ def _open(uri: str, **options: Any) -> Any:
     return connect(uri, **options)
 
 
-class ListenersTests(SynchronousTestCase):
+class _Listeners:
     """
-    One twistd with a websocket listener on each kind of endpoint.
+    One twistd with a websocket listener on each kind of endpoint, started
+    once per test process (trial has no setUpClass) and stopped at exit.
     """
 
-    server: Twistd
-    directory: str
-    certs: Path
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        certs = cls.certs = make_certificates()
-        cls.directory = tempfile.mkdtemp()
-        keys = f"privateKey={certs}/server.key:certKey={certs}/server.crt"
-        config = Path(cls.directory, "ws.toml")
+    def __init__(self) -> None:
+        self.certs = make_certificates()
+        self.directory = tempfile.mkdtemp()
+        keys = f"privateKey={self.certs}/server.key:certKey={self.certs}/server.crt"
+        config = Path(self.directory, "ws.toml")
         config.write_text(
             f"""
 framing = "websocket"
@@ -62,7 +59,7 @@ ws_compression = true
 endpoint = "tcp:0:interface=127.0.0.1"
 
 [[listen]]
-endpoint = "unix:{cls.directory}/ws.sock"
+endpoint = "unix:{self.directory}/ws.sock"
 
 [[listen]]
 endpoint = "ssl:0:interface=127.0.0.1:{keys}"
@@ -77,22 +74,43 @@ ws_ping_interval = 0.3
 ws_ping_timeout = 0.3
 """
         )
-        cls.server = Twistd(["--config", str(config)], listeners=5)
-        cls.where: dict[str, str] = {}
-        for line in cls.server.output:
+        self.server = Twistd(["--config", str(config)], listeners=5)
+        self.where: dict[str, str] = {}
+        for line in self.server.output:
             found = re.search(r"listening on (\S+) at (\S+)", line)
             if found:
                 endpoint, address = found.groups()
-                kind = endpoint.split(":")[0] + (
-                    ":chat" if "backlog" in endpoint else ""
-                )
-                cls.where[kind] = address
+                kind = endpoint.split(":")[0]
+                self.where[kind + (":chat" if "backlog" in endpoint else "")] = address
+        atexit.register(self.stop)
 
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls.server.stop()
-        shutil.rmtree(cls.certs, ignore_errors=True)
-        shutil.rmtree(cls.directory, ignore_errors=True)
+    def stop(self) -> None:
+        self.server.stop()
+        shutil.rmtree(self.certs, ignore_errors=True)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+_LISTENERS: _Listeners | None = None
+
+
+def _listeners() -> _Listeners:
+    global _LISTENERS
+    if _LISTENERS is None or _LISTENERS.server.process.poll() is not None:
+        _LISTENERS = _Listeners()
+    return _LISTENERS
+
+
+class ListenersTests(SynchronousTestCase):
+    """
+    Websocket listeners on every kind of stream endpoint, in one twistd.
+    """
+
+    def setUp(self) -> None:
+        shared = _listeners()
+        self.server = shared.server
+        self.where = shared.where
+        self.directory = shared.directory
+        self.certs = shared.certs
 
     def uri(self, kind: str, path: str = "/", scheme: str = "ws") -> str:
         return f"{scheme}://{self.where[kind]}{path}"
