@@ -18,7 +18,14 @@ killed.  KIND is one of L{PEERS}:
   - C{asyncio-batched}: an C{asyncio.Protocol} that splits the lines of each
     chunk by hand and writes all replies of a chunk at once (the best
     hand-tuned asyncio line echo);
-  - the same two with C{-uvloop} appended, on uvloop's event loop.
+  - the same two with C{-uvloop} appended, on uvloop's event loop;
+  - C{websockets-asyncio}: the C{websockets} library's own asyncio server
+    (C{async for message in connection: await connection.send(message)});
+  - C{autobahn-twisted}: Autobahn|Python's Twisted WebSocket server
+    (C{onMessage} calls C{sendMessage}).
+
+The two WebSocket peers run without compression, as echoplus does by
+default.
 """
 
 from __future__ import annotations
@@ -139,6 +146,47 @@ def _asyncio(kind: str, port: int) -> None:
         asyncio.run(_asyncio_main(kind, port))
 
 
+async def _websockets_main(port: int) -> None:
+    from websockets.asyncio.server import serve
+
+    async def echo(connection: Any) -> None:
+        async for message in connection:
+            await connection.send(message)
+
+    async with serve(
+        echo, "127.0.0.1", port, compression=None, max_size=65536, backlog=1024
+    ) as server:
+        listening = next(iter(server.sockets)).getsockname()[1]
+        print(f"listening on {listening}", flush=True)
+        await server.serve_forever()
+
+
+def _websockets(kind: str, port: int) -> None:
+    asyncio.run(_websockets_main(port))
+
+
+def _autobahn(kind: str, port: int) -> None:
+    from twisted.internet import epollreactor
+
+    epollreactor.install()
+    from autobahn.twisted.websocket import (
+        WebSocketServerFactory,
+        WebSocketServerProtocol,
+    )
+    from twisted.internet import reactor
+
+    class Echo(WebSocketServerProtocol):
+        def onMessage(self, payload: bytes, is_binary: bool) -> None:
+            self.sendMessage(payload, is_binary)
+
+    factory = WebSocketServerFactory()
+    factory.protocol = Echo
+    factory.setProtocolOptions(maxMessagePayloadSize=65536)
+    listening = reactor.listenTCP(port, factory, backlog=1024, interface="127.0.0.1")
+    print(f"listening on {listening.getHost().port}", flush=True)
+    reactor.run()
+
+
 #: Every peer server by name, and the wire format its load speaks.
 PEERS: dict[str, str] = {
     "twisted-line": "line",
@@ -150,6 +198,8 @@ PEERS: dict[str, str] = {
     "asyncio-streams-uvloop": "line",
     "asyncio-batched": "line",
     "asyncio-batched-uvloop": "line",
+    "websockets-asyncio": "websocket",
+    "autobahn-twisted": "websocket",
 }
 
 
@@ -160,7 +210,13 @@ def main(argv: list[str]) -> int:
         return 2
     kind, port = argv[0], int(argv[1])
     run: Callable[[str, int], None] = (
-        _twisted if kind.startswith("twisted") else _asyncio
+        _twisted
+        if kind.startswith("twisted")
+        else _websockets
+        if kind == "websockets-asyncio"
+        else _autobahn
+        if kind == "autobahn-twisted"
+        else _asyncio
     )
     try:
         run(kind, port)

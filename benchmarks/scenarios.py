@@ -37,8 +37,8 @@ class Scenario:
     """
     A load shape and its servers.
 
-    @ivar mode: the load's wire format: C{line}, C{int32}, C{raw} or
-        C{netstring}.
+    @ivar mode: the load's wire format: C{line}, C{int32}, C{raw},
+        C{netstring} or C{websocket}.
     @ivar size: bytes per message; for C{line} including the newline.
     """
 
@@ -147,6 +147,20 @@ SCENARIOS: dict[str, Scenario] = {
             _echoplus("echoplus epoll reactor", "line"),
             _echoplus("echoplus asyncio+uvloop", "line", reactor="uvloop"),
             _echoplus("echoplus asyncio (stdlib)", "line", reactor="asyncio"),
+        ),
+    ),
+    # Browsers' wire format: echo of 64-byte text messages over WebSocket,
+    # against the websockets library's own server and Autobahn's Twisted one.
+    "websocket": Scenario(
+        "websocket",
+        "websocket",
+        64,
+        50,
+        16,
+        (
+            _echoplus("echoplus websocket", "websocket"),
+            ServerSpec("websockets (asyncio)", peer="websockets-asyncio"),
+            ServerSpec("autobahn (twisted)", peer="autobahn-twisted"),
         ),
     ),
     # What --metrics costs: the same line echo with Prometheus counting on.
@@ -275,5 +289,15 @@ TARGETS: tuple[Target, ...] = (
         "line with --metrics vs without",
         _ratio("metrics", "echoplus line --metrics", "echoplus line"),
         0.9,
+    ),
+    Target(
+        "websocket vs websockets (asyncio)",
+        _ratio("websocket", "echoplus websocket", "websockets (asyncio)"),
+        1.2,
+    ),
+    Target(
+        "websocket vs autobahn (twisted)",
+        _ratio("websocket", "echoplus websocket", "autobahn (twisted)"),
+        1.2,
     ),
 )

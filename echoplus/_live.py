@@ -58,6 +58,9 @@ class LiveClient(Protocol):
         The client is connected.
         """
         self.connected_ = True
+        opening = self._codec.opening()  # the websocket handshake
+        if opening:
+            self.transport.write(opening)
 
     def dataReceived(self, data: bytes) -> None:
         """

@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 #: Framings the load generator speaks, and their prefix sizes.
-FRAMINGS = ("line", "netstring", "int8", "int16", "int32", "raw")
+FRAMINGS = ("line", "netstring", "int8", "int16", "int32", "raw", "websocket")
 
 #: A load generator using more than this share of its core is the bottleneck.
 BOTTLENECK_CPU = 0.9
@@ -162,11 +162,52 @@ def _frame_and_payload(options: BenchOptions) -> tuple[bytes, bytes]:
         return IntPrefixEncoder(int(framing[3:]) // 8).encode(payload), payload
     if framing == "raw":
         return payload, payload
+    if framing == "websocket":
+        from websockets.frames import Frame, Opcode
+
+        # One masked text frame, sent again and again (the mask need not
+        # vary for a benchmark).
+        return Frame(Opcode.TEXT, payload).serialize(mask=True), payload
     raise ValueError(f"unknown framing {framing!r}; known: {', '.join(FRAMINGS)}")
+
+
+def _reply_frame(options: BenchOptions, frame: bytes, payload: bytes) -> bytes:
+    """
+    What the server sends back for an echoed C{frame}: the frame itself,
+    except on a WebSocket, where the server's frames are not masked.
+    """
+    if options.framing != "websocket":
+        return frame
+    from websockets.frames import Frame, Opcode
+
+    return Frame(Opcode.TEXT, payload).serialize(mask=False)
+
+
+def _open_websocket(sock: socket.socket, limit: int) -> Any:
+    """
+    Run the WebSocket handshake on a blocking socket; return the client
+    codec, ready to decode replies.
+
+    @raise OSError: the server refused the handshake or closed.
+    """
+    from echoplus.websocket.client import ClientCodec
+
+    codec = ClientCodec(max_frame=limit)
+    sock.sendall(codec.opening())
+    while codec.response is None and codec.error is None:
+        data = sock.recv(65536)
+        if not data:
+            raise OSError("the server closed during the WebSocket handshake")
+        codec.feed(data)
+    if codec.error is not None:
+        raise OSError(codec.error.message)
+    return codec
 
 
 def _decoder(options: BenchOptions) -> Any:
     limit = max(options.size * 2, 1 << 20)
+    if options.framing == "websocket":
+        return None  # made by the handshake (_open_websocket)
     if options.framing == "line":
         return LineDecoder(options.delimiter, limit)
     if options.framing == "netstring":
@@ -201,6 +242,8 @@ class LoadWorker:
         self.options = options
         self.frame, self.payload = _frame_and_payload(options)
         self.blocks = [self.frame * n for n in range(options.pipeline + 1)]
+        self.reply_frame = _reply_frame(options, self.frame, self.payload)
+        self.reply_blocks = [self.reply_frame * n for n in range(options.pipeline + 1)]
         self.family, self.address = parse_client_endpoint(options.endpoint)
         self.count = connections
         self.selector = selectors.DefaultSelector()
@@ -229,8 +272,11 @@ class LoadWorker:
             sock.connect(self.address)
             if self.family != socket.AF_UNIX:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.setblocking(False)
             decoder = _decoder(self.options) if self.options.expect == "any" else None
+            if self.options.framing == "websocket":
+                codec = _open_websocket(sock, max(self.options.size * 2, 1 << 20))
+                decoder = codec if self.options.expect == "any" else None
+            sock.setblocking(False)
             connection = _Connection(sock, decoder)
             self.selector.register(sock, selectors.EVENT_READ, connection)
             connections.append(connection)
@@ -271,11 +317,11 @@ class LoadWorker:
             return len(replies)
         held = connection.held
         held += data
-        flen = len(self.frame)
+        flen = len(self.reply_frame)
         count = len(held) // flen
         if count:
             end = count * flen
-            if count > self.options.pipeline or held[:end] != self.blocks[count]:
+            if count > self.options.pipeline or held[:end] != self.reply_blocks[count]:
                 self.mismatches += 1
                 self._close(connection, "a reply differs from its request")
                 return 0

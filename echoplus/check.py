@@ -28,6 +28,8 @@ def format_value(value: Any) -> str:
     """
     A setting's value as an operator would write it.
     """
+    if isinstance(value, bool):
+        return "on" if value else "off"
     if isinstance(value, bytes):
         return value.decode("latin-1").encode("unicode_escape").decode("ascii")
     if isinstance(value, ProcessorEntry):

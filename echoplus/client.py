@@ -80,8 +80,9 @@ class _Exchange(Protocol):
         self.done: Deferred[int] = Deferred()
 
     def connectionMade(self) -> None:
-        if self._data:
-            self.transport.write(self._data)
+        data = self._codec.opening() + self._data  # a handshake first, if any
+        if data:
+            self.transport.write(data)
         self._check_done()
 
     def dataReceived(self, data: bytes) -> None:
@@ -223,7 +224,10 @@ def run_send(arguments: argparse.Namespace) -> int:
     out = sys.stdout.buffer
     try:
         codec = ClientCodec.for_framing(
-            arguments.framing, unescape(arguments.delimiter), arguments.max_frame
+            arguments.framing,
+            unescape(arguments.delimiter),
+            arguments.max_frame,
+            ws_path=arguments.ws_path,
         )
         messages = _read_messages(arguments, sys.stdin.buffer)
     except (ConfigError, ValueError, SendFailed) as error:
@@ -285,10 +289,18 @@ def add_send_command(commands: Any) -> None:
         help="a message to send [default: each line of standard input]",
     )
     parser.add_argument(
-        "--framing", default="line", help="the server's framing [default: line]"
+        "--framing",
+        default="line",
+        help="the server's framing, websocket included [default: line]",
     )
     parser.add_argument(
         "--delimiter", default="\\n", help="line delimiter, escapes allowed"
+    )
+    parser.add_argument(
+        "--ws-path",
+        default="/",
+        metavar="PATH",
+        help="the request path of a websocket listener [default: /]",
     )
     parser.add_argument(
         "--hex",

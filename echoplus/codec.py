@@ -10,7 +10,7 @@ plugin's live clients all talk to a listener through this one piece.
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Sequence
+from typing import Any, Sequence
 
 import attrs
 
@@ -46,22 +46,42 @@ class ClientCodec:
         The codec of a protocol instance (one whose C{factory} is set, since
         the line framing reads its delimiter from the listener's settings).
         """
+        make_client_codec = getattr(protocol, "make_client_codec", None)
+        if make_client_codec is not None:  # a framing whose client side differs
+            codec = make_client_codec(max_frame)
+            return cls(protocol, codec, codec)
         return cls(protocol, protocol.make_encoder(), protocol.make_decoder(max_frame))
 
     @classmethod
     def for_framing(
-        cls, framing: str, delimiter: bytes = b"\n", max_frame: int = UNLIMITED
+        cls,
+        framing: str,
+        delimiter: bytes = b"\n",
+        max_frame: int = UNLIMITED,
+        **settings: Any,
     ) -> ClientCodec:
         """
         The codec of a framing name or C{module:Class} path.
 
+        @param settings: other L{ListenerSettings} fields the framing's
+            client needs (C{ws_path}, ...).
         @raise echoplus.errors.ConfigError: no such framing.
         """
         protocol = find_framing(framing)()
         protocol.factory = SimpleNamespace(  # type: ignore[assignment]
-            settings=ListenerSettings(delimiter=delimiter, max_frame=max_frame)
+            settings=ListenerSettings(
+                delimiter=delimiter, max_frame=max_frame, **settings
+            )
         )
         return cls.for_protocol(protocol, max_frame)
+
+    def opening(self) -> bytes:
+        """
+        What a client sends first, right after connecting: the handshake
+        of a framing that has one (C{websocket}); empty for the others.
+        """
+        opening = getattr(self.decoder, "opening", None)
+        return opening() if opening is not None else b""
 
     def encode(self, payloads: Sequence[bytes]) -> bytes:
         """

@@ -74,6 +74,13 @@ class ListenerSettings:
     deny: tuple[str, ...] = ()
     rate_limit: float = 0.0
     rate_burst: int = 0
+    # --framing websocket: the handshake and keepalive (echoplus.websocket).
+    ws_path: str = "/"
+    ws_origins: tuple[str, ...] = ()
+    ws_subprotocols: tuple[str, ...] = ()
+    ws_ping_interval: float = 20.0
+    ws_ping_timeout: float = 20.0
+    ws_compression: bool = False
 
 
 @attrs.frozen

@@ -27,6 +27,10 @@ from echoplus.parsers import positive_seconds as _positive_seconds
 from echoplus.parsers import prefix as _prefix
 from echoplus.parsers import processors as _processors
 from echoplus.parsers import seconds as _seconds
+from echoplus.parsers import switch as _switch
+from echoplus.parsers import url_path as _url_path
+from echoplus.parsers import web_origins as _web_origins
+from echoplus.parsers import word_list as _word_list
 
 __all__ = [
     "DEFAULT_ENDPOINT",
@@ -87,7 +91,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "framing",
         _framing,
         "wire format: line, netstring, int8, int16, "
-        "int32, raw, or module:Class [default: line]",
+        "int32, raw, websocket, or module:Class [default: line]",
         metavar="NAME",
     ),
     OptionSpec(
@@ -181,6 +185,49 @@ OPTIONS: tuple[OptionSpec, ...] = (
         _integer(0),
         "frames a connection may send at once above the rate [default: the rate]",
         metavar="N",
+    ),
+    # --framing websocket (see docs/websocket.md).
+    OptionSpec(
+        "ws_path",
+        _url_path,
+        "websocket: the path clients must request; others get HTTP 404 "
+        "[default: /]",
+        metavar="PATH",
+    ),
+    OptionSpec(
+        "ws_origins",
+        _web_origins,
+        "websocket: accept browsers from this origin, scheme://host[:port] or * "
+        "(repeatable) [default: the request's own host only]",
+        repeatable=True,
+        metavar="ORIGIN",
+    ),
+    OptionSpec(
+        "ws_subprotocols",
+        _word_list,
+        "websocket: subprotocols to accept, comma-separated, in order of "
+        "preference [default: none]",
+        metavar="LIST",
+    ),
+    OptionSpec(
+        "ws_ping_interval",
+        _seconds,
+        "websocket: ping an open connection this often; 0 = never [default: 20]",
+        metavar="SECONDS",
+    ),
+    OptionSpec(
+        "ws_ping_timeout",
+        _seconds,
+        "websocket: close a connection whose pong is this late; 0 = never "
+        "[default: 20]",
+        metavar="SECONDS",
+    ),
+    OptionSpec(
+        "ws_compression",
+        _switch,
+        "websocket: permessage-deflate, on or off; --max-frame bounds the "
+        "inflated size [default: off]",
+        metavar="on/off",
     ),
     OptionSpec(
         "drain_timeout",

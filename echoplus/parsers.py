@@ -27,7 +27,11 @@ __all__ = [
     "prefix",
     "processors",
     "seconds",
+    "switch",
     "text",
+    "url_path",
+    "web_origins",
+    "word_list",
 ]
 
 
@@ -236,3 +240,78 @@ def prefix(value: Any) -> str:
 
 def optional_text(value: Any) -> str | None:
     return None if value in ("", None) else text(value)
+
+
+# WebSocket handshake options (used by echoplus.websocket).
+
+_TRUE = ("on", "true", "yes", "1")
+_FALSE = ("off", "false", "no", "0")
+
+
+def switch(value: Any) -> bool:
+    """
+    Parse an on/off option: a TOML boolean, or C{on/off}, C{true/false},
+    C{yes/no}, C{1/0}.
+    """
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower() if isinstance(value, (str, int)) else None
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ValueError(f"must be on or off, not {value!r}")
+
+
+def url_path(value: Any) -> str:
+    """
+    Parse an HTTP request path: starts with C{/}, no spaces, no query.
+    """
+    path = text(value)
+    if not path.startswith("/") or any(c in path for c in " ?#") or not path.isascii():
+        raise ValueError(f"must be a path such as /ws, not {value!r}")
+    return path
+
+
+_ORIGIN = re.compile(
+    r"[a-z][a-z0-9+.-]*://(\[[0-9a-f:.]+\]|[^/\s:?#@\[\]]+)(:[0-9]{1,5})?"
+)
+
+
+def web_origins(value: Any) -> tuple[str, ...]:
+    """
+    Parse a list of web origins: each C{scheme://host[:port]} exactly (no
+    path), or C{*} for any origin.  Compared case-insensitively.
+    """
+    items = _words(value, "origins")
+    for item in items:
+        if item != "*" and not _ORIGIN.fullmatch(item.lower()):
+            raise ValueError(f"{item!r} is not an origin (scheme://host[:port]) or *")
+    return tuple(item.lower().rstrip("/") for item in items)
+
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def word_list(value: Any) -> tuple[str, ...]:
+    """
+    Parse a comma-separated list of HTTP tokens (WebSocket subprotocols).
+    """
+    items = _words(value, "names")
+    for item in items:
+        if not _TOKEN.fullmatch(item):
+            raise ValueError(f"{item!r} is not a valid subprotocol name")
+    return tuple(items)
+
+
+def _words(value: Any, what: str) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"must be a list of {what}, not {value!r}")
+    words = []
+    for item in value:
+        if not isinstance(item, str):
+            raise ValueError(f"must be a list of {what}, not {value!r}")
+        words += item.replace(",", " ").split()
+    return words

@@ -63,7 +63,10 @@ def sweep_interval(settings: ListenerSettings) -> float:
     How often a listener's timeout sweep runs: a quarter of its shortest
     timeout, bounded; 0 when no timeout is set.
     """
-    timeouts = [t for t in (settings.idle_timeout, settings.frame_timeout) if t > 0]
+    candidates = [settings.idle_timeout, settings.frame_timeout]
+    if settings.framing == "websocket":  # the keepalive pings ride the sweep
+        candidates += [settings.ws_ping_interval, settings.ws_ping_timeout]
+    timeouts = [t for t in candidates if t > 0]
     if not timeouts:
         return 0.0
     return min(max(min(timeouts) / 4, SWEEP_MIN_INTERVAL), SWEEP_MAX_INTERVAL)
@@ -170,6 +173,7 @@ class ConnectionPolicies:
     _close: Callable[[], None]
     _count_error: Callable[[str], None]
     _write_payloads: Callable[[Sequence[bytes]], None]
+    _write_fatal: Callable[[Any], None]
     fail: Callable[[Any], None]
 
     # _refused is set for a client refused by --allow/--deny; then no other
@@ -268,7 +272,7 @@ class ConnectionPolicies:
         self._count_error(error.kind)
         # The error frame itself passes the accounting; nothing after it.
         self._write_paused = False
-        self._write_payloads([error.payload()])
+        self._write_fatal(error)
         self._write_paused = self._discarding = True
         self._dispatcher.close()
         self._close()

@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FRAMINGS",
+    "LAZY_FRAMINGS",
     "DelimitedProtocol",
     "FramedProtocol",
     "Int8Protocol",
@@ -271,35 +272,42 @@ class FramedProtocol(ConnectionPolicies, Protocol):
         self._bytes_in += len(data)
         self._active = True  # for the idle timeout's sweep
         if frames:
-            count = len(frames)
-            self._frames_in += count
-            self._progressed = True  # for the frame timeout's sweep
-            error: EchoPlusError | None = None
-            if self._decodes_frames:
-                frames, error = self._decode_frames(frames)
-            out: list[bytes] = []
-            self._batch = out
-            metrics = self._metrics
-            try:
-                if metrics is None:
-                    pending = self._dispatcher.dispatch(frames, out)
-                else:
-                    started = metrics.timer()
-                    pending = self._dispatcher.dispatch(frames, out)
-                    metrics.observe(metrics.timer() - started)
-            finally:
-                self._batch = None
-            if out:
-                # _write_payloads(out), one call fewer.
-                self._write_encoded(len(out), self._encode(out))
-            if pending >= self.settings.max_inflight:
-                self._pause("inflight")
-            if self._rate is not None:
-                self._take_tokens(count)
-            if error is not None:
-                self.fail(error)
+            self._dispatch_frames(frames)
         if decoder.error is not None:
             self.fail(decoder.error)
+
+    def _dispatch_frames(self, frames: list[bytes]) -> None:
+        """
+        Run the frames of one read through the chain and write every reply
+        that is ready in one write.
+        """
+        count = len(frames)
+        self._frames_in += count
+        self._progressed = True  # for the frame timeout's sweep
+        error: EchoPlusError | None = None
+        if self._decodes_frames:
+            frames, error = self._decode_frames(frames)
+        out: list[bytes] = []
+        self._batch = out
+        metrics = self._metrics
+        try:
+            if metrics is None:
+                pending = self._dispatcher.dispatch(frames, out)
+            else:
+                started = metrics.timer()
+                pending = self._dispatcher.dispatch(frames, out)
+                metrics.observe(metrics.timer() - started)
+        finally:
+            self._batch = None
+        if out:
+            # _write_payloads(out), one call fewer.
+            self._write_encoded(len(out), self._encode(out))
+        if pending >= self.settings.max_inflight:
+            self._pause("inflight")
+        if self._rate is not None:
+            self._take_tokens(count)
+        if error is not None:
+            self.fail(error)
 
     def _decode_frames(
         self, frames: list[bytes]
@@ -524,8 +532,15 @@ class FramedProtocol(ConnectionPolicies, Protocol):
         if self._owed_call is not None and self._owed_call.active():
             self._owed_call.cancel()
         self._count_error(self._fatal.kind)
-        self._write_payloads([self._fatal.payload()])
+        self._write_fatal(self._fatal)
         self._close()
+
+    def _write_fatal(self, error: EchoPlusError) -> None:
+        """
+        Tell the client about the fatal C{error} its connection closes for:
+        an error frame here; a close frame on a WebSocket.
+        """
+        self._write_payloads([error.payload()])
 
     def _close(self) -> None:
         """
@@ -728,6 +743,13 @@ FRAMINGS: dict[str, type[FramedProtocol]] = {
 }
 
 
+#: Built-in framings whose module is imported only when one is configured,
+#: because it needs an optional dependency: name -> (module:Class, extra).
+LAZY_FRAMINGS: dict[str, tuple[str, str]] = {
+    "websocket": ("echoplus.websocket.protocol:WebSocketProtocol", "websocket"),
+}
+
+
 def find_framing(name: str) -> type[FramedProtocol]:
     """
     Resolve a framing name, or a C{module:Class} path to a
@@ -737,8 +759,18 @@ def find_framing(name: str) -> type[FramedProtocol]:
     """
     if name in FRAMINGS:
         return FRAMINGS[name]
+    if name in LAZY_FRAMINGS:
+        path, extra = LAZY_FRAMINGS[name]
+        try:
+            framing: type[FramedProtocol] = pkgutil.resolve_name(path)
+        except ImportError as error:
+            raise ConfigError(
+                f"framing {name!r} needs {error.name or 'a missing module'}: "
+                f"pip install 'echoplus[{extra}]'"
+            ) from None
+        return framing
     if ":" not in name:
-        known = ", ".join(FRAMINGS)
+        known = ", ".join([*FRAMINGS, *LAZY_FRAMINGS])
         raise ConfigError(
             f"unknown framing {name!r} (known framings: {known}, or module:Class)"
         )

@@ -111,6 +111,13 @@ class Options(usage.Options):
         """
         self["deny"].append(network)
 
+    def opt_ws_origins(self, origin: str) -> None:
+        """
+        websocket: accept browsers from this origin, scheme://host[:port]
+        or * (repeatable) [default: the request's own host only]
+        """
+        self["ws-origins"].append(origin)
+
 
 def _unknown_option(argument: str, names: Sequence[str]) -> str:
     """

@@ -93,6 +93,9 @@ class HarnessClient:
             return
         _record_pushes(protocol, self.transport, self._pushes)
         protocol.makeConnection(self.transport)
+        opening = self._codec.opening()  # the websocket handshake
+        if opening and not self.transport.disconnecting:
+            protocol.dataReceived(opening)
 
     # What the client sends.
 

@@ -185,6 +185,29 @@ class BenchAgainstTwistdTests(SynchronousTestCase):
         self.assertGreater(report["latency_us"]["p50"], 0)
         self.assertIn("msgs/s", stderr.getvalue())  # the live progress line
 
+    def test_websocket(self) -> None:
+        """
+        bench --framing websocket does the handshake, then checks echoed
+        frames (expect=echo) or counts decoded replies (expect=any).
+        """
+        server = Twistd([*LISTEN, "--framing", "websocket"])
+        self.addCleanup(server.stop)
+        host, port = server.addresses[0]
+        for expect in ("echo", "any"):
+            result = run_bench(
+                BenchOptions(
+                    f"tcp:{host}:{port}",
+                    framing="websocket",
+                    connections=2,
+                    pipeline=4,
+                    duration=0.5,
+                    warmup=0.1,
+                    expect=expect,
+                )
+            )
+            self.assertEqual((result.errors, result.error_samples), (0, ()), expect)
+            self.assertGreater(result.messages, 0, expect)
+
     def test_wrong_replies_are_errors(self) -> None:
         """Replies that differ from their requests are counted as errors."""
         server = Twistd([*LISTEN, "--processor", "upper"])

@@ -740,7 +740,7 @@ class CheckTests(ConfigFileCase):
                 "(did you mean 'max_frame'?)",
                 f"echoplus: error: framing (from {self.path}:2): unknown framing "
                 "'x' (known framings: line, netstring, int8, int16, int32, raw, "
-                "or module:Class)",
+                "websocket, or module:Class)",
             ],
         )
 

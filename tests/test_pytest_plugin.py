@@ -31,6 +31,16 @@ async def test_listener_fixture_follows_its_marker(echoplus_listener):
     assert replies == [b"HI", b"THERE"]
 
 
+@pytest.mark.echoplus(framing="websocket", processors=["upper"])
+@pytest_twisted.ensureDeferred
+async def test_listener_fixture_speaks_websocket(echoplus_listener):
+    """
+    The live client of a websocket listener does the handshake first.
+    """
+    replies = await echoplus_listener.client.request(b"hi", b"\xffbin")
+    assert replies == [b"HI", b"\xffBIN"]
+
+
 @pytest_twisted.ensureDeferred
 async def test_listener_fixture_defaults_to_line_echo(echoplus_listener):
     """
