@@ -17,6 +17,7 @@ from echoplus.drain import Drainer
 from echoplus.endpoints import server_from_string
 from echoplus.errors import ConfigError
 from echoplus.factory import EchoPlusFactory
+from echoplus.framing import IMPLEMENTATION
 from echoplus.metrics import Metrics, MetricsService
 
 __all__ = ["EchoPlusService", "ListenerService"]
@@ -61,11 +62,13 @@ class ListenerService(Service):
             raise ConfigError(f"cannot listen on {self.endpoint}: {_describe(reason)}")
         self.port = outcome[0]
         self._log.info(
-            "echoplus listening on {endpoint} at {address} ({framing}, {chain})",
+            "echoplus listening on {endpoint} at {address} ({framing}, {chain}; "
+            "{codecs} codecs)",
             endpoint=self.endpoint,
             address=_address(self.port.getHost()),
             framing=self.factory.settings.framing,
             chain=str(self.factory.chain),
+            codecs=IMPLEMENTATION,
         )
 
     def stopService(self) -> Any:

@@ -50,6 +50,7 @@ from twisted.python.failure import Failure
 from echoplus.config import OPTIONS, Settings
 from echoplus.endpoints import server_from_string
 from echoplus.errors import ConfigError
+from echoplus.framing import IMPLEMENTATION
 from echoplus.logs import format_address, use_json_lines
 from echoplus.worker import (
     WORKER_ENVIRONMENT,
@@ -302,10 +303,11 @@ class WorkerPool(MultiService):
         where = format_address(address)
         self._log.info(
             "echoplus listening on {endpoint} at {address} "
-            "({workers} workers share it)",
+            "({workers} workers share it; {codecs} codecs)",
             endpoint=endpoint,
             address=where,
             workers=self.settings.workers,
+            codecs=IMPLEMENTATION,
         )
 
     def startService(self) -> None:
