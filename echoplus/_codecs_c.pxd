@@ -7,6 +7,8 @@
 
 cimport cython
 
+cdef bint _COMPILED
+
 
 cdef class BufferedDecoder:
     cdef bytearray _held
@@ -30,6 +32,7 @@ cdef class IntPrefixDecoder(BufferedDecoder):
         start=Py_ssize_t,
         end=Py_ssize_t,
         length=Py_ssize_t,
+        index=Py_ssize_t,
     )
     cpdef Py_ssize_t parse(self, bytes data, list frames) except -1
 
