@@ -40,8 +40,9 @@ C{ECHOPLUS_NO_EXTENSIONS=1} in the environment forces the Python one.
 from __future__ import annotations
 
 import os
-from typing import Mapping, Protocol, Sequence
+from typing import Protocol, Sequence
 
+from echoplus import _extensions
 from echoplus.errors import FramingError
 
 __all__ = [
@@ -100,17 +101,13 @@ class Encoder(Protocol):
 
 #: Set to C{1} (any non-empty value but C{0}) to use the pure-Python codecs
 #: even when the compiled ones are installed.
-NO_EXTENSIONS_VARIABLE = "ECHOPLUS_NO_EXTENSIONS"
+NO_EXTENSIONS_VARIABLE = _extensions.NO_EXTENSIONS_VARIABLE
 
+_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_codecs.py")
 
-def _wants_extensions(environ: Mapping[str, str]) -> bool:
-    """
-    Whether the environment allows the compiled codecs.
-    """
-    return environ.get(NO_EXTENSIONS_VARIABLE, "") in ("", "0")
-
-
-if _wants_extensions(os.environ):
+if _extensions.wants_extensions(os.environ) and not _extensions.stale(
+    "echoplus._codecs_c", _SOURCE
+):
     try:
         from echoplus import _codecs_c as _codecs
     except ImportError:  # not built: installed without a C compiler
