@@ -3,9 +3,7 @@ The optional compiled codecs; everything else about the package is in
 setup.cfg.
 
 C{echoplus/_codecs.py} is compiled by Cython (pure-Python mode, with the C
-types of C{echoplus/_codecs_c.pxd}) into the extension C{echoplus._codecs_c},
-and the modules of the per-read path into extensions of their own names
-(see C{echoplus/_extensions.py}).
+types of C{echoplus/_codecs_c.pxd}) into the extension C{echoplus._codecs_c}.
 Without Cython or a C compiler, or when the compile fails, the install goes
 on as pure Python and says so in one line, unless
 C{ECHOPLUS_REQUIRE_EXTENSIONS=1}, which makes that an error (for CI).
@@ -21,8 +19,6 @@ from setuptools.command.build_ext import build_ext
 REQUIRE = os.environ.get("ECHOPLUS_REQUIRE_EXTENSIONS", "") not in ("", "0")
 SKIP = os.environ.get("ECHOPLUS_NO_EXTENSIONS", "") not in ("", "0")
 BUILD_DIR = os.path.join("build", "cython")
-#: echoplus._extensions.COMPILED_MODULES (setup.py does not import echoplus).
-PER_READ_PATH = ("echoplus.dispatch", "echoplus.protocols", "echoplus.transports")
 FALLBACK = "echoplus: building without the compiled codecs (pure Python): {}"
 
 
@@ -34,34 +30,20 @@ def _give_up(why):
 
 class OptionalBuildExt(build_ext):
     """
-    Build every extension if possible; otherwise none of them, and install
-    pure Python (all or nothing: no half-compiled install).
+    Build the extension if possible; otherwise install pure Python.
     """
 
     def run(self):
-        self._failed = False
         try:
             super().run()
         except Exception as error:  # no compiler at all, broken toolchain
-            self._fail(error)
+            _give_up(f"the compile failed ({error})")
 
     def build_extension(self, ext):
-        if self._failed:
-            return
         try:
             super().build_extension(ext)
         except Exception as error:
-            self._fail(error)
-
-    def _fail(self, error):
-        if self._failed:
-            return
-        self._failed = True
-        for ext in self.extensions:
-            built = self.get_ext_fullpath(ext.name)
-            if os.path.exists(built):
-                os.remove(built)
-        _give_up(f"the compile failed ({error})")
+            _give_up(f"the compile failed ({error})")
 
 
 def extensions():
@@ -81,15 +63,9 @@ def extensions():
     stale = os.path.exists(generated) and os.path.getmtime(
         "echoplus/_codecs_c.pxd"
     ) > os.path.getmtime(generated)
-    # The codecs, as a module of their own beside the pure ones; the
-    # per-read path under its own names (see echoplus/_extensions.py).
-    modules = [Extension("echoplus._codecs_c", ["echoplus/_codecs.py"])]
-    modules += [
-        Extension(name, [name.replace(".", "/") + ".py"]) for name in PER_READ_PATH
-    ]
     try:
         return cythonize(
-            modules,
+            [Extension("echoplus._codecs_c", ["echoplus/_codecs.py"])],
             build_dir=BUILD_DIR,
             force=stale,
             # The types are in the .pxd; the annotations are for readers.
