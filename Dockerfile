@@ -9,11 +9,14 @@
 
 FROM python:3.12-slim AS build
 WORKDIR /src
-COPY pyproject.toml setup.cfg README.md ./
+COPY pyproject.toml setup.cfg setup.py MANIFEST.in README.md ./
 COPY echoplus ./echoplus
 COPY twisted ./twisted
+# A C compiler for the compiled codecs (setup.py); only in this stage.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/echoplus \
- && /opt/echoplus/bin/pip install --no-cache-dir . \
+ && ECHOPLUS_REQUIRE_EXTENSIONS=1 /opt/echoplus/bin/pip install --no-cache-dir . \
  # Twisted finds plugins by scanning twisted/plugins; write its cache now,
  # while the tree is writable, instead of at every start as the
  # unprivileged user (which cannot write it).

@@ -37,6 +37,7 @@ from twisted.internet.testing import StringTransport  # noqa: E402
 
 from echoplus.config import ListenerSettings  # noqa: E402
 from echoplus.factory import EchoPlusFactory  # noqa: E402
+from echoplus.framing import ACCELERATED, NO_EXTENSIONS_VARIABLE  # noqa: E402
 from echoplus.metrics import Metrics  # noqa: E402
 from echoplus.processors.chain import parse_chain  # noqa: E402
 from echoplus.protocols import FRAMINGS  # noqa: E402
@@ -101,9 +102,16 @@ def drive(case: str, messages: int, batch: int) -> float:
     return elapsed / (rounds * per_chunk)
 
 
+NO_EXTENSIONS = NO_EXTENSIONS_VARIABLE
+
+
 def timings(cases: list[str], messages: int, batch: int, repeat: int) -> None:
     """Print the best-of-C{repeat} cost per message of every case."""
-    print(f"in-process data path: {batch} messages a read, best of {repeat}")
+    implementation = "compiled" if ACCELERATED else "pure Python"
+    print(
+        f"in-process data path ({implementation} codecs): {batch} messages a "
+        f"read, best of {repeat}"
+    )
     print(f"  {'case':<14}{'ns/msg':>9}{'msgs/s (1 core)':>18}")
     for case in cases:
         best = min(drive(case, messages, batch) for _ in range(repeat))
@@ -119,18 +127,36 @@ def profile(case: str, messages: int, batch: int) -> None:
 
 
 def instructions(cases: list[str], messages: int, batch: int) -> None:
-    """Print instructions per message, measured with callgrind."""
+    """
+    Print instructions per message, measured with callgrind, on the
+    compiled codecs (when built) and on the pure-Python ones.
+    """
     if not shutil.which("valgrind"):
         print("valgrind is not installed: no instruction counts")
         return
+    paths = {"pure Python": {NO_EXTENSIONS: "1"}}
+    if ACCELERATED:
+        paths = {"compiled": {NO_EXTENSIONS: ""}, **paths}
+    else:
+        print("(the compiled codecs are not built: pure Python only)")
     print(f"instructions per message (callgrind; {batch} messages a read)")
+    print(f"  {'case':<14}" + "".join(f"{path:>14}" for path in paths), end="")
+    print(f"{'ratio':>8}" if len(paths) == 2 else "")
     for case in cases:
         drive(case, batch, batch)  # every module compiled before counting
-        counts = [_callgrind(case, n, batch) for n in (messages, 2 * messages)]
-        print(f"  {case:<14}{(counts[1] - counts[0]) / messages:>10,.0f}")
+        figures = []
+        for environ in paths.values():
+            counts = [
+                _callgrind(case, n, batch, environ) for n in (messages, 2 * messages)
+            ]
+            figures.append((counts[1] - counts[0]) / messages)
+        line = f"  {case:<14}" + "".join(f"{figure:>14,.0f}" for figure in figures)
+        if len(figures) == 2:
+            line += f"{figures[0] / figures[1]:>7.2f}x"
+        print(line)
 
 
-def _callgrind(case: str, messages: int, batch: int) -> int:
+def _callgrind(case: str, messages: int, batch: int, environ: dict[str, str]) -> int:
     command = [
         "valgrind",
         "--tool=callgrind",
@@ -150,7 +176,7 @@ def _callgrind(case: str, messages: int, batch: int) -> int:
         text=True,
         # The same hash seed for both runs: dict and set layouts, and so
         # the instructions spent starting up, do not differ between them.
-        env=dict(os.environ, PYTHONHASHSEED="0"),
+        env=dict(os.environ, PYTHONHASHSEED="0", **environ),
     )
     match = re.search(r"Collected\s*:\s*(\d+)", output.stderr)
     if not match:

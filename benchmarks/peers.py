@@ -18,6 +18,8 @@ killed.  KIND is one of L{PEERS}:
   - C{asyncio-batched}: an C{asyncio.Protocol} that splits the lines of each
     chunk by hand and writes all replies of a chunk at once (the best
     hand-tuned asyncio line echo);
+  - C{asyncio-batched-int32}: the same for int32 frames, parsed by hand with
+    offsets (C{struct.unpack_from}), one write of all replies per chunk;
   - the same two with C{-uvloop} appended, on uvloop's event loop;
   - C{websockets-asyncio}: the C{websockets} library's own asyncio server
     (C{async for message in connection: await connection.send(message)});
@@ -31,6 +33,7 @@ default.
 from __future__ import annotations
 
 import asyncio
+import struct
 import sys
 from typing import Any, Callable
 
@@ -112,6 +115,38 @@ class _BatchedLineEcho(asyncio.Protocol):
             self.transport.write(b"\n".join(lines))
 
 
+class _BatchedInt32Echo(asyncio.Protocol):
+    """
+    Int32-prefixed frames parsed by hand with offsets; all replies of a
+    chunk in one write.
+    """
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.held = b""
+
+    def data_received(self, data: bytes) -> None:
+        if self.held:
+            data = self.held + data
+        replies = []
+        offset = 0
+        end = len(data)
+        while offset + 4 <= end:
+            (length,) = _INT32.unpack_from(data, offset)
+            stop = offset + 4 + length
+            if stop > end:
+                break
+            replies.append(_INT32.pack(length))
+            replies.append(data[offset + 4 : stop])
+            offset = stop
+        self.held = data[offset:]
+        if replies:
+            self.transport.write(b"".join(replies))
+
+
+_INT32 = struct.Struct(">I")
+
+
 async def _streams_echo(reader: asyncio.StreamReader, writer: Any) -> None:
     while True:
         line = await reader.readline()
@@ -129,9 +164,8 @@ async def _asyncio_main(kind: str, port: int) -> None:
             _streams_echo, "127.0.0.1", port, backlog=1024, limit=65537
         )
     else:
-        server = await loop.create_server(
-            _BatchedLineEcho, "127.0.0.1", port, backlog=1024
-        )
+        protocol = _BatchedInt32Echo if "int32" in kind else _BatchedLineEcho
+        server = await loop.create_server(protocol, "127.0.0.1", port, backlog=1024)
     print(f"listening on {server.sockets[0].getsockname()[1]}", flush=True)
     async with server:
         await server.serve_forever()
@@ -200,6 +234,7 @@ PEERS: dict[str, str] = {
     "asyncio-batched-uvloop": "line",
     "websockets-asyncio": "websocket",
     "autobahn-twisted": "websocket",
+    "asyncio-batched-int32": "int32",
 }
 
 

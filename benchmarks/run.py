@@ -84,6 +84,7 @@ class Server:
         environment = {
             k: v for k, v in environment.items() if not k.startswith("ECHOPLUS_")
         }
+        environment.update(spec.environment)
         if spec.peer:
             command = [PYTHON, str(HERE / "peers.py"), spec.peer, "0"]
             pattern = _PEER_LISTENING
@@ -347,6 +348,25 @@ def check_targets(results: Results) -> list[str]:
     return lines
 
 
+def _codecs_built() -> str:
+    """
+    Which codecs the echoplus servers of this checkout use by default.
+    """
+    result = subprocess.run(
+        [PYTHON, "-c", "import echoplus.framing as f; print(f.IMPLEMENTATION)"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={k: v for k, v in os.environ.items() if not k.startswith("ECHOPLUS_")},
+    )
+    implementation = result.stdout.strip() or "unknown"
+    if implementation != "compiled":
+        implementation += (
+            " (NOT compiled: build them with `python setup.py build_ext --inplace`)"
+        )
+    return implementation
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; return 0 (the verdicts are printed, not an exit status)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -367,6 +387,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = ["quick"]
     loadgen = None if arguments.python_load else build_loadgen(arguments.loadgen)
     print(
+        f"echoplus codecs: {_codecs_built()} "
+        "(the rows marked 'pure Python' force them off)"
+    )
+    print(
         f"load generator: {loadgen or 'echoplus bench (Python)'}; "
         f"{arguments.rounds} interleaved rounds of {arguments.duration:g} s; "
         f"{os.cpu_count()} cores (server on core 0, load on core 1)"
@@ -379,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     for name in names:
         print_table(SCENARIOS[name], results[name])
-    print("\ntargets (issue 6):")
+    print("\ntargets (issues 6 and 15):")
     for line in check_targets(results):
         print(line)
     print(

@@ -1,6 +1,7 @@
 """
 What the benchmark runner measures: the scenarios (a load shape and the
-servers that take it) and the targets of issue 6.
+servers that take it) and the targets of issues 6 and 15 (where both set
+one, issue 15's bound).
 
 The first server of every scenario is the echoplus figure the others are
 compared with.
@@ -30,6 +31,8 @@ class ServerSpec:
     peer: str = ""
     arguments: tuple[str, ...] = ()
     reactor: str = ""
+    #: Extra environment variables for the server (C{ECHOPLUS_NO_EXTENSIONS}).
+    environment: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,18 @@ def _echoplus(label: str, framing: str, *extra: str, reactor: str = "") -> Serve
     return ServerSpec(label, arguments=("--framing", framing, *extra), reactor=reactor)
 
 
+def _pure(label: str, framing: str) -> ServerSpec:
+    """
+    echoplus on its pure-Python codecs (C{ECHOPLUS_NO_EXTENSIONS=1}), beside
+    the compiled ones of the scenario's first row.
+    """
+    return ServerSpec(
+        f"{label} (pure Python)",
+        arguments=("--framing", framing),
+        environment=(("ECHOPLUS_NO_EXTENSIONS", "1"),),
+    )
+
+
 _LINE = _echoplus("echoplus line", "line")
 _BARE = ServerSpec("twisted bare Protocol", peer="twisted-bare")
 
@@ -81,6 +96,7 @@ SCENARIOS: dict[str, Scenario] = {
         16,
         (
             _LINE,
+            _pure("echoplus line", "line"),
             ServerSpec("twisted LineReceiver", peer="twisted-line"),
             _BARE,
             ServerSpec("twisted bare + direct send", peer="twisted-bare-direct"),
@@ -98,8 +114,10 @@ SCENARIOS: dict[str, Scenario] = {
         16,
         (
             _echoplus("echoplus int32", "int32"),
+            _pure("echoplus int32", "int32"),
             ServerSpec("twisted Int32StringReceiver", peer="twisted-int32"),
             _BARE,
+            ServerSpec("asyncio batched int32", peer="asyncio-batched-int32"),
         ),
     ),
     "netstring": Scenario(
@@ -110,6 +128,7 @@ SCENARIOS: dict[str, Scenario] = {
         16,
         (
             _echoplus("echoplus netstring", "netstring"),
+            _pure("echoplus netstring", "netstring"),
             ServerSpec("twisted NetstringReceiver", peer="twisted-netstring"),
         ),
     ),
@@ -234,7 +253,7 @@ TARGETS: tuple[Target, ...] = (
     Target(
         "line vs asyncio batched (stdlib)",
         _ratio("line", "echoplus line", "asyncio batched Protocol"),
-        0.8,
+        1.0,
     ),
     Target(
         "line vs asyncio batched (uvloop), reported",
@@ -252,21 +271,42 @@ TARGETS: tuple[Target, ...] = (
         1.2,
     ),
     Target(
+        "int32 vs asyncio batched int32",
+        _ratio("int32", "echoplus int32", "asyncio batched int32"),
+        0.9,
+    ),
+    Target(
         "netstring vs NetstringReceiver",
         _ratio("netstring", "echoplus netstring", "twisted NetstringReceiver"),
-        2.5,
+        4.0,
     ),
     Target(
         "latency p50 vs bare (lower is better)",
         _ratio("latency", "echoplus line", "twisted bare Protocol", "p50_us"),
-        1.05,
+        1.0,
         True,
     ),
     Target(
         "latency p99 vs bare (lower is better)",
         _ratio("latency", "echoplus line", "twisted bare Protocol", "p99_us"),
-        1.05,
+        1.0,
         True,
+    ),
+    # The compiled codecs against the pure-Python ones, same run.
+    Target(
+        "line compiled vs pure Python, reported",
+        _ratio("line", "echoplus line", "echoplus line (pure Python)"),
+        0.0,
+    ),
+    Target(
+        "int32 compiled vs pure Python, reported",
+        _ratio("int32", "echoplus int32", "echoplus int32 (pure Python)"),
+        0.0,
+    ),
+    Target(
+        "netstring compiled vs pure Python, reported",
+        _ratio("netstring", "echoplus netstring", "echoplus netstring (pure Python)"),
+        0.0,
     ),
     Target(
         "bulk raw 64 KiB MB/s vs bare",

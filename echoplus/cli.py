@@ -73,7 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
             "twistd -n echoplus --help."
         ),
     )
-    parser.add_argument("--version", action="version", version=__version__)
+    from echoplus.framing import IMPLEMENTATION
+
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"{__version__} ({IMPLEMENTATION} codecs)",
+    )
     commands = parser.add_subparsers(
         title="commands", dest="command", parser_class=_CommandParser
     )

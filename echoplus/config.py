@@ -134,12 +134,17 @@ def environment_values(environ: Mapping[str, str]) -> dict[str, RawValue]:
     }
 
 
+#: C{ECHOPLUS_*} variables that are not options: the compiled codecs'
+#: switches (see L{echoplus.framing}), read at build and at import time.
+_BUILD_VARIABLES = frozenset({"ECHOPLUS_NO_EXTENSIONS", "ECHOPLUS_REQUIRE_EXTENSIONS"})
+
+
 def environment_warnings(environ: Mapping[str, str]) -> list[str]:
     """
     One line for each C{ECHOPLUS_*} variable that names no option (a typo
     would otherwise be silently ignored).
     """
-    known = {spec.environment_variable for spec in OPTIONS}
+    known = {spec.environment_variable for spec in OPTIONS} | _BUILD_VARIABLES
     warnings = []
     for name in sorted(environ):
         if name.startswith("ECHOPLUS_") and name not in known:

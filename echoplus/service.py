@@ -17,6 +17,7 @@ from echoplus.drain import Drainer
 from echoplus.endpoints import listen_now, server_from_string
 from echoplus.errors import ConfigError
 from echoplus.factory import EchoPlusFactory
+from echoplus.framing import IMPLEMENTATION
 from echoplus.metrics import Metrics, MetricsService
 from echoplus.processors.chain import ProcessorChain
 from echoplus.reload import ReloadPlan, install_sighup
@@ -50,11 +51,13 @@ class ListenerService(Service):
         super().startService()
         self.bind()
         self._log.info(
-            "echoplus listening on {endpoint} at {address} ({framing}, {chain})",
+            "echoplus listening on {endpoint} at {address} ({framing}, {chain}; "
+            "{codecs} codecs)",
             endpoint=self.endpoint,
             address=_address(self.port.getHost()),
             framing=self.factory.settings.framing,
             chain=str(self.factory.chain),
+            codecs=IMPLEMENTATION,
         )
 
     def bind(self) -> None:

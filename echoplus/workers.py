@@ -50,6 +50,7 @@ from twisted.python.failure import Failure
 from echoplus.config import OPTIONS, Settings
 from echoplus.endpoints import listen_now, server_from_string
 from echoplus.errors import ConfigError
+from echoplus.framing import IMPLEMENTATION
 from echoplus.logs import format_address, use_json_lines
 from echoplus.worker import (
     WORKER_ENVIRONMENT,
@@ -324,10 +325,11 @@ class WorkerPool(MultiService):
         for listener, port in zip(self.settings.listeners, self.ports, strict=True):
             self._log.info(
                 "echoplus listening on {endpoint} at {address} "
-                "({workers} workers share it)",
+                "({workers} workers share it; {codecs} codecs)",
                 endpoint=listener.endpoint,
                 address=format_address(port.getHost()),
                 workers=self.settings.workers,
+                codecs=IMPLEMENTATION,
             )
         if self.settings.broker == "memory":
             self._log.info(

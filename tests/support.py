@@ -29,12 +29,13 @@ _LISTENING = re.compile(r"echoplus listening on (\S+) at (\S+)")
 def twistd_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     """
     The environment for a child twistd: this checkout first on the path, no
-    ECHOPLUS_* variables inherited from the test runner.
+    ECHOPLUS_* variables inherited from the test runner but the switch to the
+    pure-Python codecs (so a pure-Python test run is pure in its children).
     """
     environment = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith("ECHOPLUS_")
+        if not key.startswith("ECHOPLUS_") or key == "ECHOPLUS_NO_EXTENSIONS"
     }
     environment["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(REPO), environment.get("PYTHONPATH", "")])

@@ -384,6 +384,14 @@ class EnvironmentTests(SynchronousTestCase):
             ],
         )
 
+    def test_extension_switches_do_not_warn(self) -> None:
+        """
+        The compiled codecs' switches are ECHOPLUS_ variables but not
+        options: they give no warning.
+        """
+        environ = {"ECHOPLUS_NO_EXTENSIONS": "1", "ECHOPLUS_REQUIRE_EXTENSIONS": "1"}
+        self.assertEqual(environment_warnings(environ), [])
+
     def test_every_option_has_a_variable(self) -> None:
         """
         Every option has its ECHOPLUS_<KEY> variable.

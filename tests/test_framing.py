@@ -443,9 +443,9 @@ class IntPrefixTests(SynchronousTestCase):
         The encoders remember the prefixes of lengths they met, up to a
         bound; past it every length is still encoded correctly.
         """
-        self.patch(framing, "_INT_PREFIXES", {1: {}, 2: {}, 4: {}})
-        self.patch(framing, "_NETSTRING_PREFIXES", {})
-        self.patch(framing, "_PREFIXES_LIMIT", 3)
+        self.patch(framing._codecs, "_INT_PREFIXES", {1: {}, 2: {}, 4: {}})
+        self.patch(framing._codecs, "_NETSTRING_PREFIXES", {})
+        self.patch(framing._codecs, "_PREFIXES_LIMIT", 3)
         payloads = [b"x" * n for n in range(10)]
         for encoder, expected in [
             (IntPrefixEncoder(2), lambda p: len(p).to_bytes(2, "big") + p),
@@ -456,8 +456,8 @@ class IntPrefixTests(SynchronousTestCase):
                     encoder.encode_batch(payloads),
                     b"".join(expected(p) for p in payloads),
                 )
-        self.assertEqual(len(framing._INT_PREFIXES[2]), 3)
-        self.assertEqual(len(framing._NETSTRING_PREFIXES), 3)
+        self.assertEqual(len(framing._codecs._INT_PREFIXES[2]), 3)
+        self.assertEqual(len(framing._codecs._NETSTRING_PREFIXES), 3)
 
     def test_big_endian(self) -> None:
         """

@@ -18,6 +18,7 @@ from typing import Callable
 from twisted.trial.unittest import SynchronousTestCase
 
 from echoplus.framing import (
+    IMPLEMENTATION,
     IntPrefixDecoder,
     IntPrefixEncoder,
     LineDecoder,
@@ -168,6 +169,21 @@ class FramingTests(SynchronousTestCase):
                 receive_until_closed(sock),
                 b"ERROR frame-too-long: line exceeds the limit of 65536 bytes\n",
             )
+
+
+    def test_log_names_the_codecs(self) -> None:
+        """
+        The listening line says which codecs serve: the same as this test
+        run's (compiled, or pure Python under C{ECHOPLUS_NO_EXTENSIONS=1},
+        which the server inherits).
+        """
+        server = start()
+        server.stop()
+        self.assertRegex(
+            server.drain_output(),
+            rf"echoplus listening on \S+ at \S+ "
+            rf"\(line, echo; {IMPLEMENTATION} codecs\)",
+        )
 
 
 class HalfCloseTests(SynchronousTestCase):
