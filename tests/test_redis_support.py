@@ -239,6 +239,31 @@ class RedisServerTests(SynchronousTestCase):
         self.assertFalse(os.path.exists(directory))
 
 
+class RedisServerOptionsTests(SynchronousTestCase):
+    def test_password(self) -> None:
+        """
+        With a password, the URL carries it, command() authenticates, and a
+        connection without AUTH is refused.
+        """
+        redis = RedisServer.start_for(self, password="s3cret")
+        self.assertEqual(redis.url, f"redis://:s3cret@127.0.0.1:{redis.port}")
+        self.assertEqual(redis.command("SET", "k", "v"), "OK")
+        anonymous = RespConnection("127.0.0.1", redis.port)
+        self.addCleanup(anonymous.close)
+        error = self.assertRaises(RedisError, anonymous.call, "GET", "k")
+        self.assertIn("NOAUTH", str(error))
+
+    def test_unix_socket(self) -> None:
+        """
+        With unix_socket, the server also answers on the socket of unix_url.
+        """
+        redis = RedisServer.start_for(self, unix_socket=True)
+        self.assertEqual(redis.unix_url, "unix://" + redis.unix_path)
+        connection = RespConnection(redis.unix_path, 0)
+        self.addCleanup(connection.close)
+        self.assertEqual(connection.call("PING"), "PONG")
+
+
 class CutProxyTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.echo = _EchoServer()
