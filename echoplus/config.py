@@ -2,10 +2,10 @@
 Settings: one attrs model, built from the command line, the environment
 and a config file, and validated before anything binds.
 
-Every option is declared once, in L{OPTIONS}: its config key, its
-command-line flag, its C{ECHOPLUS_*} environment variable, its default and
-its parser all come from that one table.  Precedence: command line >
-environment > config file > defaults.
+Every option is declared once, in L{OPTIONS} (L{echoplus.options}): its
+config key, its command-line flag, its C{ECHOPLUS_*} environment variable,
+its default and its parser all come from that one table.  Precedence:
+command line > environment > config file > defaults.
 """
 
 from __future__ import annotations
@@ -15,22 +15,25 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import attrs
 
+from echoplus.configfile import read_config_file
 from echoplus.errors import ConfigError
+from echoplus.options import (
+    DEFAULT_ENDPOINT,
+    DEFAULT_SOURCE,
+    OPTIONS,
+    SPECS,
+    OptionSpec,
+    RawValue,
+    did_you_mean,
+)
 from echoplus.parsers import check_endpoint
-from echoplus.parsers import choice as _choice
-from echoplus.parsers import delimiter as _delimiter
 from echoplus.parsers import endpoints as _endpoints
-from echoplus.parsers import framing as _framing
-from echoplus.parsers import integer as _integer
-from echoplus.parsers import networks as _networks
-from echoplus.parsers import optional_text as _optional_text
-from echoplus.parsers import processors as _processors
-from echoplus.parsers import seconds as _seconds
 from echoplus.parsers import text as _text
 from echoplus.processors.chain import ProcessorEntry
 
 __all__ = [
     "DEFAULT_ENDPOINT",
+    "DEFAULT_SOURCE",
     "OPTIONS",
     "ListenerSettings",
     "OptionSpec",
@@ -45,8 +48,6 @@ __all__ = [
     "load_settings",
     "resolve",
 ]
-
-DEFAULT_ENDPOINT = "tcp:5000:interface=127.0.0.1"
 
 
 @attrs.frozen
@@ -86,201 +87,40 @@ class Settings:
     metrics: str | None = None
     workers: int = 1
     log_format: str = "text"
+    broker: str = "memory"
+    broker_prefix: str = "echoplus"
+    broker_history: int = 1000
+    broker_ttl: float = 30.0
 
 
-@attrs.frozen
-class OptionSpec:
+def _numeric_keys() -> frozenset[str]:
     """
-    One option: config key C{key}, command-line flag C{--flag}, environment
-    variable C{ECHOPLUS_<KEY>}.
+    The options whose setting is a number (their default is one).
     """
-
-    key: str
-    parse: Callable[[Any], Any] = attrs.field(repr=False)
-    help: str
-    per_listener: bool = True
-    repeatable: bool = False
-    flag: str = ""
-    metavar: str = "VALUE"
-
-    @property
-    def option_name(self) -> str:
-        """
-        The long command-line option, without its dashes.
-        """
-        return self.flag or self.key.replace("_", "-")
-
-    @property
-    def environment_variable(self) -> str:
-        """
-        The environment variable that sets this option.
-        """
-        return "ECHOPLUS_" + self.key.upper()
+    defaults = {
+        field.name: field.default
+        for cls in (ListenerSettings, Settings)
+        for field in attrs.fields(cls)
+    }
+    return frozenset(
+        key
+        for key, default in defaults.items()
+        if isinstance(default, (int, float)) and not isinstance(default, bool)
+    )
 
 
-OPTIONS: tuple[OptionSpec, ...] = (
-    OptionSpec(
-        "listen",
-        _endpoints,
-        f"a Twisted server endpoint string (repeatable) [default: {DEFAULT_ENDPOINT}]",
-        per_listener=False,
-        repeatable=True,
-        metavar="ENDPOINT",
-    ),
-    OptionSpec(
-        "framing",
-        _framing,
-        "wire format: line, netstring, int8, int16, "
-        "int32, raw, or module:Class [default: line]",
-        metavar="NAME",
-    ),
-    OptionSpec(
-        "delimiter",
-        _delimiter,
-        "line delimiter; escapes \\n \\r \\t \\0 \\xHH allowed [default: \\n]",
-        metavar="TEXT",
-    ),
-    OptionSpec(
-        "processors",
-        _processors,
-        "comma-separated processor chain; "
-        "options in parentheses, e.g. prefix(text=>> ),upper "
-        "[default: echo]",
-        flag="processor",
-        metavar="NAMES",
-    ),
-    OptionSpec(
-        "config", _optional_text, "TOML config file", per_listener=False, metavar="FILE"
-    ),
-    OptionSpec(
-        "max_frame",
-        _integer(1, 2**31 - 1),
-        "largest frame accepted, in bytes [default: 65536]",
-        metavar="BYTES",
-    ),
-    OptionSpec(
-        "idle_timeout",
-        _seconds,
-        "close a connection idle this long; 0 = never [default: 300]",
-        metavar="SECONDS",
-    ),
-    OptionSpec(
-        "frame_timeout",
-        _seconds,
-        "a started frame must complete within this; 0 = never [default: 30]",
-        metavar="SECONDS",
-    ),
-    OptionSpec(
-        "max_connections",
-        _integer(0),
-        "connections per listener; 0 = unlimited [default: 10000]",
-        metavar="N",
-    ),
-    OptionSpec(
-        "max_per_peer",
-        _integer(0),
-        "connections per client host; 0 = unlimited [default: 0]",
-        metavar="N",
-    ),
-    OptionSpec(
-        "max_write_buffer",
-        _integer(1),
-        "unsent output a connection may hold before it is closed [default: 1048576]",
-        metavar="BYTES",
-    ),
-    OptionSpec(
-        "max_inflight",
-        _integer(1),
-        "requests in progress per connection before reading pauses [default: 64]",
-        metavar="N",
-    ),
-    OptionSpec(
-        "processor_timeout",
-        _seconds,
-        "a reply not ready within this is ERROR timeout; 0 = never [default: 30]",
-        metavar="SECONDS",
-    ),
-    OptionSpec(
-        "allow",
-        _networks,
-        "accept only these client networks (repeatable)",
-        repeatable=True,
-        metavar="CIDR",
-    ),
-    OptionSpec(
-        "deny",
-        _networks,
-        "refuse these client networks (repeatable)",
-        repeatable=True,
-        metavar="CIDR",
-    ),
-    OptionSpec(
-        "rate_limit",
-        _seconds,
-        "frames per second per connection; 0 = unlimited [default: 0]",
-        metavar="FPS",
-    ),
-    OptionSpec(
-        "rate_burst",
-        _integer(0),
-        "frames a connection may send at once above the rate [default: the rate]",
-        metavar="N",
-    ),
-    OptionSpec(
-        "drain_timeout",
-        _seconds,
-        "on SIGTERM, how long in-flight work may finish [default: 10]",
-        per_listener=False,
-        metavar="SECONDS",
-    ),
-    OptionSpec(
-        "metrics",
-        _optional_text,
-        "HTTP endpoint serving /metrics and /healthz [default: off]",
-        per_listener=False,
-        metavar="ENDPOINT",
-    ),
-    OptionSpec(
-        "workers",
-        _integer(1, 256),
-        "worker processes sharing the listeners [default: 1]",
-        per_listener=False,
-        metavar="N",
-    ),
-    OptionSpec(
-        "log_format",
-        _choice("text", "json"),
-        "log lines as text or JSON [default: text]",
-        per_listener=False,
-        metavar="FORMAT",
-    ),
-)
+_NUMERIC = _numeric_keys()
 
 
-_SPECS = {spec.key: spec for spec in OPTIONS}
-
-#: Where a value comes from when nothing sets it.
-DEFAULT_SOURCE = "default"
-
-
-@attrs.frozen
-class _Value:
-    """
-    A raw value and where it came from: C{--flag}, C{ECHOPLUS_X}, or
-    C{file:LINE}.
-    """
-
-    raw: Any
-    source: str
-
-
-def environment_values(environ: Mapping[str, str]) -> dict[str, _Value]:
+def environment_values(environ: Mapping[str, str]) -> dict[str, RawValue]:
     """
     The options set through C{ECHOPLUS_*} environment variables (empty
     ones count as unset).
     """
     return {
-        spec.key: _Value(environ[spec.environment_variable], spec.environment_variable)
+        spec.key: RawValue(
+            environ[spec.environment_variable], spec.environment_variable
+        )
         for spec in OPTIONS
         if environ.get(spec.environment_variable, "") != ""
     }
@@ -302,16 +142,7 @@ def environment_warnings(environ: Mapping[str, str]) -> list[str]:
     return warnings
 
 
-def did_you_mean(name: str, candidates: Iterable[str]) -> str:
-    """
-    C{" (did you mean 'x'?)"} for the candidate closest to C{name}, or
-    C{""} when none is close.
-    """
-    close = difflib.get_close_matches(name, sorted(candidates), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def command_line_values(options: Mapping[str, Any]) -> dict[str, _Value]:
+def command_line_values(options: Mapping[str, Any]) -> dict[str, RawValue]:
     """
     The options given on the command line (those not left at C{None} or
     empty).
@@ -321,7 +152,7 @@ def command_line_values(options: Mapping[str, Any]) -> dict[str, _Value]:
         value = options.get(spec.option_name)
         if value is None or (spec.repeatable and not value):
             continue
-        values[spec.key] = _Value(value, "--" + spec.option_name)
+        values[spec.key] = RawValue(value, "--" + spec.option_name)
     return values
 
 
@@ -357,8 +188,6 @@ def resolve(options: Mapping[str, Any], environ: Mapping[str, str]) -> Resolved:
     @raise ConfigError: one line per fault, each naming the option and
         where its value came from.
     """
-    from echoplus.configfile import read_config_file
-
     upper = {**environment_values(environ), **command_line_values(options)}
     warnings = environment_warnings(environ)
     config = upper.get("config")
@@ -377,7 +206,7 @@ def load_settings(options: Mapping[str, Any], environ: Mapping[str, str]) -> Set
     return resolve(options, environ).settings
 
 
-def build_settings(layers: Sequence[Mapping[str, _Value]]) -> Settings:
+def build_settings(layers: Sequence[Mapping[str, RawValue]]) -> Settings:
     """
     Merge option layers, lowest precedence first, and validate the result
     (no config file is read).
@@ -385,7 +214,7 @@ def build_settings(layers: Sequence[Mapping[str, _Value]]) -> Settings:
     @raise ConfigError: one line per fault, each naming the option and
         where its value came from.
     """
-    merged: dict[str, _Value] = {}
+    merged: dict[str, RawValue] = {}
     for layer in layers:
         merged.update(layer)
     return _combine(None, merged, []).settings
@@ -400,12 +229,16 @@ class _Parser:
         self.errors = errors
         self._done: dict[int, Any] = {}
 
-    def parse(self, key: str, value: _Value, parse: Callable[[Any], Any]) -> Any:
+    def parse(self, key: str, value: RawValue, parse: Callable[[Any], Any]) -> Any:
         """
         The parsed value, or L{_INVALID} after recording the error.
         """
         if id(value) not in self._done:
             try:
+                if value.typed and isinstance(value.raw, str) and key in _NUMERIC:
+                    raise ValueError(
+                        f"must be a TOML number, not the string {value.raw!r}"
+                    )
                 self._done[id(value)] = parse(value.raw)
             except ValueError as error:
                 self.errors.append(f"{key} (from {value.source}): {error}")
@@ -416,26 +249,26 @@ class _Parser:
 _INVALID = object()
 
 
-def _combine(file: Any, upper: Mapping[str, _Value], warnings: list[str]) -> Resolved:
+def _combine(file: Any, upper: Mapping[str, RawValue], warnings: list[str]) -> Resolved:
     """
     Combine a L{echoplus.configfile.ConfigFile} (or C{None}) with the
     environment and command-line values C{upper} into L{Resolved}.
     """
     errors: list[str] = list(file.errors) if file is not None else []
     parser = _Parser(errors)
-    top: dict[str, _Value] = dict(file.top) if file is not None else {}
+    top: dict[str, RawValue] = dict(file.top) if file is not None else {}
     top.update(upper)
     service: dict[str, Any] = {}
     service_sources: dict[str, str] = {}
     for key, value in top.items():
-        spec = _SPECS[key]
+        spec = SPECS[key]
         if not spec.per_listener and key != "listen":
             service[key] = parser.parse(key, value, spec.parse)
             service_sources[key] = value.source
-    defaults = {key: value for key, value in top.items() if _SPECS[key].per_listener}
+    defaults = {key: value for key, value in top.items() if SPECS[key].per_listener}
     for key, value in defaults.items():  # report bad values even if overridden
-        parser.parse(key, value, _SPECS[key].parse)
-    overrides = {key: value for key, value in upper.items() if _SPECS[key].per_listener}
+        parser.parse(key, value, SPECS[key].parse)
+    overrides = {key: value for key, value in upper.items() if SPECS[key].per_listener}
     listeners: list[dict[str, Any]] = []
     listener_sources: list[dict[str, str]] = []
     for table in _listener_tables(file, upper, parser):
@@ -458,7 +291,7 @@ def _combine(file: Any, upper: Mapping[str, _Value], warnings: list[str]) -> Res
 
 
 def _listener_values(
-    values: Mapping[str, _Value], parser: _Parser
+    values: Mapping[str, RawValue], parser: _Parser
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """
     One listener's parsed values and their sources.
@@ -466,7 +299,7 @@ def _listener_values(
     fields: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for key, value in values.items():
-        check = _endpoint if key == "endpoint" else _SPECS[key].parse
+        check = _endpoint if key == "endpoint" else SPECS[key].parse
         fields[key] = parser.parse(key, value, check)
         sources[key] = value.source
     return fields, sources
@@ -477,8 +310,8 @@ def _endpoint(value: Any) -> str:
 
 
 def _listener_tables(
-    file: Any, upper: Mapping[str, _Value], parser: _Parser
-) -> list[Mapping[str, _Value]]:
+    file: Any, upper: Mapping[str, RawValue], parser: _Parser
+) -> list[Mapping[str, RawValue]]:
     """
     The listeners' own values: one table per C{--listen} / C{ECHOPLUS_LISTEN}
     endpoint if given, else the file's C{[[listen]]} tables, else the
@@ -489,10 +322,12 @@ def _listener_tables(
         endpoints = parser.parse("listen", value, _endpoints)
         if endpoints is _INVALID:
             return []
-        return [{"endpoint": _Value(endpoint, value.source)} for endpoint in endpoints]
+        return [
+            {"endpoint": RawValue(endpoint, value.source)} for endpoint in endpoints
+        ]
     if file is not None and file.listeners is not None:
         return list(file.listeners)
-    return [{"endpoint": _Value(DEFAULT_ENDPOINT, DEFAULT_SOURCE)}]
+    return [{"endpoint": RawValue(DEFAULT_ENDPOINT, DEFAULT_SOURCE)}]
 
 
 def _check_unique_endpoints(

@@ -4,7 +4,8 @@ they came from (C{FILE:LINE}), and reporting what is wrong with its
 structure: syntax errors, unknown keys, misplaced keys.
 
 The values themselves are parsed and validated by L{echoplus.config},
-with those from the environment and the command line.
+with those from the environment and the command line; the option table is
+L{echoplus.options}.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Mapping
 
 import attrs
 
-from echoplus.config import _SPECS, ListenerSettings, Settings, _Value, did_you_mean
+from echoplus.options import SPECS, RawValue, did_you_mean
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -39,8 +40,8 @@ class ConfigFile:
     """
 
     path: str
-    top: Mapping[str, _Value]
-    listeners: tuple[Mapping[str, _Value], ...] | None
+    top: Mapping[str, RawValue]
+    listeners: tuple[Mapping[str, RawValue], ...] | None
     errors: tuple[str, ...]
 
 
@@ -70,25 +71,6 @@ def parse_config_text(text: str, path: str) -> ConfigFile:
     except tomllib.TOMLDecodeError as error:
         return _broken(path, f"{path}: TOML syntax error: {error}")
     return _Reader(path, _key_lines(text)).read(data)
-
-
-def _numeric_keys() -> frozenset[str]:
-    """
-    The options whose setting is a number (their default is one).
-    """
-    defaults = {
-        field.name: field.default
-        for cls in (ListenerSettings, Settings)
-        for field in attrs.fields(cls)
-    }
-    return frozenset(
-        key
-        for key, default in defaults.items()
-        if isinstance(default, (int, float)) and not isinstance(default, bool)
-    )
-
-
-_NUMERIC = _numeric_keys()
 
 
 def _broken(path: str, error: str) -> ConfigFile:
@@ -148,8 +130,8 @@ class _Reader:
         return place if table is None else f"{place}, [[listen]] #{table + 1}"
 
     def read(self, data: Mapping[str, Any]) -> ConfigFile:
-        top: dict[str, _Value] = {}
-        listeners: tuple[Mapping[str, _Value], ...] | None = None
+        top: dict[str, RawValue] = {}
+        listeners: tuple[Mapping[str, RawValue], ...] | None = None
         for key, raw in data.items():
             if key == "listen":
                 listeners = self.listeners(raw)
@@ -158,27 +140,19 @@ class _Reader:
                     f"config (from {self.where(key)}): a config file cannot name "
                     "another config file"
                 )
-            elif key in _SPECS:
+            elif key in SPECS:
                 self.value(top, key, raw, None)
             else:
-                self.unknown(key, None, [*_SPECS, "listen"])
+                self.unknown(key, None, [*SPECS, "listen"])
         return ConfigFile(self.path, top, listeners, tuple(self.errors))
 
     def value(
-        self, values: dict[str, _Value], key: str, raw: Any, table: int | None
+        self, values: dict[str, RawValue], key: str, raw: Any, table: int | None
     ) -> None:
         """
-        Store a value with its source in C{values}; a number written as a
-        TOML string is an error instead (the environment and command line
-        give strings, a file need not).
+        Store a value with its source in C{values}.
         """
-        where = self.where(key, table)
-        if isinstance(raw, str) and key in _NUMERIC:
-            self.errors.append(
-                f"{key} (from {where}): must be a TOML number, not the string {raw!r}"
-            )
-        else:
-            values[key] = _Value(raw, where)
+        values[key] = RawValue(raw, self.where(key, table), typed=True)
 
     def unknown(self, key: str, table: int | None, known: list[str]) -> None:
         self.errors.append(
@@ -186,7 +160,7 @@ class _Reader:
             f"{did_you_mean(key, known)}"
         )
 
-    def listeners(self, raw: Any) -> tuple[Mapping[str, _Value], ...]:
+    def listeners(self, raw: Any) -> tuple[Mapping[str, RawValue], ...]:
         """
         The C{listen} key: C{[[listen]]} tables, or endpoint strings.
         """
@@ -201,7 +175,7 @@ class _Reader:
         tables = []
         for index, item in enumerate(raw):
             if isinstance(item, str):
-                tables.append({"endpoint": _Value(item, self.where("listen"))})
+                tables.append({"endpoint": RawValue(item, self.where("listen"))})
             elif isinstance(item, dict):
                 tables.append(self.listener(index, item))
             else:
@@ -211,13 +185,13 @@ class _Reader:
                 )
         return tuple(tables)
 
-    def listener(self, index: int, table: Mapping[str, Any]) -> dict[str, _Value]:
-        values: dict[str, _Value] = {}
-        per_listener = [key for key, spec in _SPECS.items() if spec.per_listener]
+    def listener(self, index: int, table: Mapping[str, Any]) -> dict[str, RawValue]:
+        values: dict[str, RawValue] = {}
+        per_listener = [key for key, spec in SPECS.items() if spec.per_listener]
         for key, raw in table.items():
-            if key == "endpoint" or (key in _SPECS and _SPECS[key].per_listener):
+            if key == "endpoint" or (key in SPECS and SPECS[key].per_listener):
                 self.value(values, key, raw, index)
-            elif key in _SPECS:
+            elif key in SPECS:
                 self.errors.append(
                     f"{key} (from {self.where(key, index)}): applies to the whole "
                     "service; set it at the top level, not in [[listen]]"

@@ -4,12 +4,15 @@ What a processor knows about the connection a message arrived on.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
 
-__all__ = ["ConnectionContext"]
+if TYPE_CHECKING:
+    from echoplus.interfaces import IBroker
+
+__all__ = ["ConnectionContext", "fan_out"]
 
 
 @attrs.frozen(eq=False)
@@ -27,6 +30,9 @@ class ConnectionContext:
     @ivar listener: the name of the listener (its endpoint string).
     @ivar clock: the connection's reactor, as an C{IReactorTime}: what a
         processor schedules timed work on (a C{task.Clock} under test).
+    @ivar broker: the process's L{echoplus.interfaces.IBroker}: topics
+        shared by every listener of the process and, with C{--broker
+        redis://...}, by every node on that broker.
     """
 
     id: int
@@ -37,6 +43,7 @@ class ConnectionContext:
     _push_shared: Callable[[bytes, dict[Any, bytes]], bool] | None = attrs.field(
         default=None, repr=False, alias="push_shared"
     )
+    broker: IBroker = attrs.field(default=None, repr=False)
 
     def send(self, payload: bytes) -> None:
         """
@@ -63,3 +70,22 @@ class ConnectionContext:
             self._push(payload)
             return True
         return self._push_shared(payload, encodings)
+
+
+def fan_out(
+    contexts: Iterable[ConnectionContext], payload: bytes, skip: int | None = None
+) -> int:
+    """
+    Push C{payload} to every connection in C{contexts}, encoding the frame
+    once per wire format (see L{ConnectionContext.send_shared}).
+
+    @param skip: the id of a connection in C{contexts} not to push to.
+    @return: how many connections it was sent to (a push to a closing or
+        closed connection is a no-op and does not count).
+    """
+    encodings: dict[Any, bytes] = {}
+    count = 0
+    for context in list(contexts):
+        if context.id != skip and context.send_shared(payload, encodings):
+            count += 1
+    return count

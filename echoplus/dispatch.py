@@ -186,7 +186,7 @@ class OrderedDispatcher:
                     try:
                         reply = single(message, context)
                     except RequestError as error:
-                        self._report("bad-request")
+                        self._report(error.kind)
                         result = [error.payload()]
                     except Exception:
                         result = [self._failed(0, Failure())]
@@ -206,7 +206,7 @@ class OrderedDispatcher:
                         try:
                             reply = process(message, context)
                         except RequestError as error:
-                            self._report("bad-request")
+                            self._report(error.kind)
                             result = [error.payload()]
                             break
                         except Exception:
@@ -284,7 +284,7 @@ class OrderedDispatcher:
             try:
                 result = processes[index](message, context)
             except RequestError as error:
-                self._report("bad-request")
+                self._report(error.kind)
                 return [error.payload()]
             except Exception:
                 return [self._failed(index, Failure())]
@@ -371,7 +371,7 @@ class OrderedDispatcher:
         if self._cancelling and failure.check(CancelledError):
             return failure  # a timeout or a closed connection
         if failure.check(RequestError):
-            self._report("bad-request")
+            self._report(failure.value.kind)
             return [failure.value.payload()]
         return [self._failed(index, failure)]
 

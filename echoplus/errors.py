@@ -24,6 +24,7 @@ __all__ = [
     "ProcessorFailed",
     "ProcessorTimeout",
     "RequestError",
+    "Unavailable",
     "error_payload",
 ]
 
@@ -93,6 +94,18 @@ class RequestError(EchoPlusError):
 
     kind = "bad-request"
     fatal = False
+
+
+class Unavailable(RequestError):
+    """
+    A request needed a shared service that cannot take it now: a publish
+    while the broker link is down, or beyond the cap on publishes queued for
+    a slow broker.  C{Unavailable("broker")} answers
+    C{ERROR unavailable: broker} and the connection goes on; the request was
+    not carried out, so the client may retry it.
+    """
+
+    kind = "unavailable"
 
 
 class ProcessorFailed(EchoPlusError):

@@ -14,7 +14,8 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from echoplus.interfaces import IConnectionObserver
+from echoplus.cluster.memory import MemoryBroker
+from echoplus.interfaces import IBroker, IConnectionObserver
 from echoplus.logs import log_connection_closed, log_connection_opened
 from echoplus.policies import ListenerPolicies
 from echoplus.processors.chain import ProcessorChain
@@ -43,6 +44,8 @@ class EchoPlusFactory(Factory):
         connection limits and the timeout sweep.
     @ivar metrics: the listener's L{ListenerMetrics}, or C{None} when
         metrics are off; set by the service before the listener starts.
+    @ivar broker: the process's L{IBroker}, handed to every connection as
+        C{context.broker}.
     """
 
     _log = Logger()
@@ -56,6 +59,7 @@ class EchoPlusFactory(Factory):
         clock: IReactorTime,
         chain: ProcessorChain | None = None,
         name: str | None = None,
+        broker: IBroker | None = None,
     ) -> None:
         """
         @param settings: the listener's settings.
@@ -64,8 +68,11 @@ class EchoPlusFactory(Factory):
             not given.
         @param name: the listener's name for contexts, logs and metrics;
             its endpoint string by default.
+        @param broker: the process's broker, shared by its listeners; an
+            in-process one of its own by default.
         """
         self.name = name if name is not None else settings.endpoint
+        self.broker = broker if broker is not None else MemoryBroker()
         self.clock = clock
         self.connections: dict[int, FramedProtocol] = {}
         self.policies = ListenerPolicies(clock, self.connections)

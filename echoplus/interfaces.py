@@ -13,6 +13,7 @@ from zope.interface import Attribute, Interface
 
 __all__ = [
     "IBatchProcessor",
+    "IBroker",
     "IConnectionObserver",
     "IProcessor",
     "IProcessorFactory",
@@ -118,4 +119,97 @@ class IConnectionObserver(Interface):
         @param context: the closed connection's
             L{echoplus.context.ConnectionContext}; its C{send} is a no-op now.
         @param reason: a L{twisted.python.failure.Failure} saying why.
+        """
+
+
+class IBroker(Interface):
+    """
+    Topics shared by every listener of a process and, with a broker such as
+    Redis, by every process and host on that broker: what C{pubsub},
+    C{broadcast} and any room or lobby processor publish through.
+
+    A topic is a non-empty L{bytes} name.  A subscriber is a local
+    connection (its L{echoplus.context.ConnectionContext}); what it receives
+    is pushed to it with C{send_shared}, in its own framing.  Every
+    subscriber of a topic, on every node, receives the topic's frames in one
+    order, each exactly once.  When a node cannot prove that a subscriber
+    missed nothing (its link to the broker was down for longer than the
+    topic's history covers), the subscriber receives its C{gap} frame
+    instead of the frames that were lost, and then the stream goes on.
+
+    Available from any processor as C{context.broker}; a processor written
+    against this interface is cluster-wide as soon as the operator sets
+    C{--broker}, with nothing engine-specific imported.
+    """
+
+    name = Attribute(
+        "The engine's name as given to --broker, without credentials (str)."
+    )
+
+    def publish(topic, frame, sender=None):  # type: ignore[no-untyped-def]
+        """
+        Send C{frame} to every subscriber of C{topic} on every node.
+
+        @param topic: the topic, L{bytes}.
+        @param frame: the payload every subscriber receives, L{bytes}.
+        @param sender: a L{echoplus.context.ConnectionContext} that must not
+            receive it even when subscribed (C{broadcast}: everyone
+            I{else}), or L{None}.
+        @return: a L{Deferred} firing with the number of subscribers it goes
+            to, counted on every live node; or failing with
+            L{echoplus.errors.Unavailable} when the broker cannot take it
+            (the frame then goes to nobody).
+        """
+
+    def subscribe(topic, context, gap=None):  # type: ignore[no-untyped-def]
+        """
+        Subscribe a local connection to C{topic}.  Subscribing twice is the
+        same as once.  A closed connection must be unsubscribed (see
+        L{unsubscribe_all}).
+
+        @param topic: the topic, L{bytes}.
+        @param context: the connection's
+            L{echoplus.context.ConnectionContext}.
+        @param gap: the frame this subscriber receives when frames of the
+            topic may have been lost (C{GAP <topic>} for C{pubsub}), or
+            L{None} to receive nothing then (the loss is still logged and
+            counted).
+        @return: a L{Deferred} firing with L{None} once frames published
+            from now on, on any node, reach the subscriber.  While the
+            broker is unreachable it fires at once: the subscription is
+            restored with the link.
+        """
+
+    def unsubscribe(topic, context):  # type: ignore[no-untyped-def]
+        """
+        Unsubscribe a local connection from C{topic}; nothing happens when
+        it is not subscribed.
+
+        @param topic: the topic, L{bytes}.
+        @param context: the connection's context.
+        """
+
+    def unsubscribe_all(context):  # type: ignore[no-untyped-def]
+        """
+        Unsubscribe a local connection from every topic (call it from
+        C{connection_lost}).
+
+        @param context: the connection's context.
+        """
+
+    def subscribers(topic):  # type: ignore[no-untyped-def]
+        """
+        Count the subscribers of C{topic} on every live node.
+
+        @param topic: the topic, L{bytes}.
+        @return: a L{Deferred} firing with an L{int}, or failing with
+            L{echoplus.errors.Unavailable}.
+        """
+
+    def status():  # type: ignore[no-untyped-def]
+        """
+        The broker's state for C{/healthz} and logs.
+
+        @return: C{"memory"} for the in-process engine; C{"connected"} or
+            C{"disconnected"} for an engine with a link to a broker.
         """

@@ -326,22 +326,28 @@ class ListenerMetrics:
 
 class HealthResource(Resource):
     """
-    C{/healthz}: 200 while C{healthy()} holds, 503 otherwise.
+    C{/healthz}: 200 while C{healthy()} holds, 503 otherwise; the first
+    line is C{ok} or C{draining}, then the lines of C{details()} if given
+    (the broker's state).
     """
 
     isLeaf = True
 
-    def __init__(self, healthy: Callable[[], bool]) -> None:
+    def __init__(
+        self, healthy: Callable[[], bool], details: Callable[[], str] | None = None
+    ) -> None:
         super().__init__()
         self._healthy = healthy
+        self._details = details
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         request.setHeader(b"cache-control", b"no-store")
+        extra = f"{self._details()}\n" if self._details is not None else ""
         if self._healthy():
-            return b"ok\n"
+            return f"ok\n{extra}".encode()
         request.setResponseCode(503)
-        return b"draining\n"
+        return f"draining\n{extra}".encode()
 
     render_HEAD = render_GET
 
@@ -413,14 +419,15 @@ def metrics_site(
     healthy: Callable[[], bool],
     reactor: Any,
     flush: Callable[[], None] | None = None,
+    details: Callable[[], str] | None = None,
 ) -> Site:
     """
     A C{twisted.web} site serving C{/metrics} (L{MetricsResource}) and
-    C{/healthz} (L{HealthResource}).
+    C{/healthz} (L{HealthResource}, with C{details} after its verdict).
     """
     root = Resource()
     root.putChild(b"metrics", MetricsResource(registry, reactor, flush))
-    root.putChild(b"healthz", HealthResource(healthy))
+    root.putChild(b"healthz", HealthResource(healthy, details))
     site = _QuietSite(root)
     site.noisy = False
     site.displayTracebacks = False
@@ -444,6 +451,7 @@ class MetricsService(Service):
         healthy: Callable[[], bool],
         reactor: Any,
         flush: Callable[[], None] | None = None,
+        details: Callable[[], str] | None = None,
     ) -> None:
         """
         @param endpoint: a Twisted server endpoint string.
@@ -451,8 +459,10 @@ class MetricsService(Service):
         @param healthy: whether C{/healthz} answers 200.
         @param reactor: the reactor to listen with.
         @param flush: called before each scrape (L{Metrics.flush}).
+        @param details: more lines for C{/healthz} (the broker's state).
         """
         self.flush = flush
+        self.details = details
         self.endpoint = endpoint
         self.registry = registry
         self.healthy = healthy
@@ -470,7 +480,9 @@ class MetricsService(Service):
             self._listen()
 
     def _listen(self) -> None:
-        site = metrics_site(self.registry, self.healthy, self.reactor, self.flush)
+        site = metrics_site(
+            self.registry, self.healthy, self.reactor, self.flush, self.details
+        )
         outcome: list[Any] = []
         serverFromString(self.reactor, self.endpoint).listen(site).addBoth(
             outcome.append

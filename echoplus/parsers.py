@@ -14,6 +14,7 @@ from echoplus.errors import ConfigError
 from echoplus.processors.chain import ProcessorEntry, parse_chain
 
 __all__ = [
+    "broker",
     "check_endpoint",
     "choice",
     "delimiter",
@@ -22,6 +23,8 @@ __all__ = [
     "integer",
     "networks",
     "optional_text",
+    "positive_seconds",
+    "prefix",
     "processors",
     "seconds",
     "text",
@@ -53,6 +56,13 @@ def seconds(value: Any) -> float:
         raise ValueError(f"must be a number of seconds, not {value!r}") from None
     if not 0 <= number < float("inf"):
         raise ValueError(f"must be a finite number of seconds >= 0, not {value!r}")
+    return number
+
+
+def positive_seconds(value: Any) -> float:
+    number = seconds(value)
+    if number <= 0:
+        raise ValueError(f"must be a number of seconds > 0, not {value!r}")
     return number
 
 
@@ -187,6 +197,27 @@ def choice(*choices: str) -> Callable[[Any], str]:
         return str(value)
 
     return parse
+
+
+def broker(value: Any) -> str:
+    """
+    A C{--broker} value: C{memory}, C{redis://...}, C{rediss://...} or
+    C{unix:///path}; checked here, connected to at start.
+    """
+    from echoplus.cluster.url import parse_broker_url
+
+    parse_broker_url(text(value))
+    return str(value).strip()
+
+
+def prefix(value: Any) -> str:
+    """
+    A Redis key prefix: letters, digits and C{_ . -}.
+    """
+    name = text(value)
+    if not all(c.isascii() and (c.isalnum() or c in "_.-") for c in name):
+        raise ValueError(f"must be letters, digits, '_', '.' or '-', not {name!r}")
+    return name
 
 
 def optional_text(value: Any) -> str | None:

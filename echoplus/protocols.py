@@ -190,6 +190,7 @@ class FramedProtocol(ConnectionPolicies, Protocol):
             factory.clock,
             push=self.send,
             push_shared=self.send_shared,
+            broker=factory.broker,
         )
         self._configure()
         self._init_policies()
@@ -532,6 +533,11 @@ class FramedProtocol(ConnectionPolicies, Protocol):
         does not read: half-close our side so the client reads everything
         (no reset loses the last frame), discard what it still sends, and
         abort after L{CLOSE_GRACE} seconds.
+
+        Reading resumes while closing, whatever paused it: a TLS close
+        completes only when the client's C{close_notify} or end of stream
+        is read, and a client that closes must be seen to close at once,
+        not when the grace runs out.
         """
         if self._closing:
             return
@@ -540,11 +546,15 @@ class FramedProtocol(ConnectionPolicies, Protocol):
         # A registered producer that the transport has paused keeps it from
         # ever closing (see FileDescriptor.loseConnection): unregister first.
         transport.unregisterProducer()
-        if self._input_done or not _can_half_close(transport):
-            transport.loseConnection()
+        half_close = _can_half_close(transport)
+        if half_close and self._input_done:
+            transport.loseConnection()  # the client is done sending too
         else:
             self._resume_all()
-            transport.loseWriteConnection()
+            if half_close:
+                transport.loseWriteConnection()
+            else:
+                transport.loseConnection()
         self._abort_call = self.factory.clock.callLater(
             CLOSE_GRACE, transport.abortConnection
         )

@@ -1,32 +1,24 @@
 """
-Live reload: what changed between two L{Settings}, applying that change to
-a running L{echoplus.service.EchoPlusService}, and the SIGHUP handler.
+Live reload: what changed between two L{Settings} (a L{ReloadPlan}), and
+the SIGHUP handler.
 
-A reload is all or nothing.  New settings arrive already validated; the
-new chains are resolved and the new listeners bound before anything
-changes, and a failure there leaves the service as it was.  Then existing
-listeners get C{factory.configure(...)} (open connections pick the change
-up from their next read), new listeners join the service and removed ones
-stop accepting while their open connections finish.
+This module knows settings, not the service tree:
+L{echoplus.service.EchoPlusService.apply_reload} applies a plan to a
+running service.
 """
 
 from __future__ import annotations
 
 import signal
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import attrs
 from twisted.logger import Logger
 
 from echoplus.check import format_value
 from echoplus.config import ListenerSettings, Settings
-from echoplus.errors import ConfigError
-from echoplus.processors.chain import ProcessorChain
 
-if TYPE_CHECKING:
-    from echoplus.service import EchoPlusService, ListenerService
-
-__all__ = ["LIVE_SERVICE_KEYS", "ReloadPlan", "apply_reload", "install_sighup"]
+__all__ = ["LIVE_SERVICE_KEYS", "ReloadPlan", "install_sighup"]
 
 #: The process-wide settings a reload changes; the others (metrics,
 #: workers, log format, ...) keep their value until a restart.
@@ -116,48 +108,6 @@ def _changed_fields(old: ListenerSettings, new: ListenerSettings) -> list[str]:
         for field in attrs.fields(ListenerSettings)
         if getattr(old, field.name) != getattr(new, field.name)
     ]
-
-
-def apply_reload(service: EchoPlusService, new: Settings) -> ReloadPlan:
-    """
-    Take C{service} from its settings to C{new}.
-
-    @raise ConfigError: a chain cannot be resolved or a new listener cannot
-        bind; nothing changed.
-    """
-    plan = ReloadPlan.between(
-        service.settings, new, getattr(service, "fixed_listeners", False)
-    )
-    chains = {
-        new_listener.endpoint: ProcessorChain(new_listener.processors)
-        for old_listener, new_listener in plan.changed
-        if old_listener.processors != new_listener.processors
-    }
-    started: list[ListenerService] = []
-    try:
-        for listener in plan.added:
-            child = service.make_listener(listener)
-            if service.running:
-                child.privilegedStartService()
-            started.append(child)
-    except ConfigError:
-        for child in started:
-            child.stopService()
-        raise
-    for child in started:
-        service.add_listener(child)
-    for _, new_listener in plan.changed:
-        factory = service.factories[new_listener.endpoint]
-        factory.configure(
-            new_listener, chains.get(new_listener.endpoint, factory.chain)
-        )
-    for endpoint in plan.removed:
-        service.remove_listener(endpoint)
-    service.settings = plan.settings
-    drainer = getattr(service, "drainer", None)
-    if drainer is not None:
-        drainer.timeout = plan.settings.drain_timeout
-    return plan
 
 
 def install_sighup(reactor: Any, callback: Callable[[], object]) -> Callable[[], None]:

@@ -12,12 +12,15 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from echoplus.cluster.service import BrokerService, make_broker
 from echoplus.config import ListenerSettings, Settings
 from echoplus.drain import Drainer
 from echoplus.endpoints import server_from_string
 from echoplus.errors import ConfigError
 from echoplus.factory import EchoPlusFactory
 from echoplus.metrics import Metrics, MetricsService
+from echoplus.processors.chain import ProcessorChain
+from echoplus.reload import ReloadPlan, install_sighup
 
 __all__ = ["EchoPlusService", "ListenerService"]
 
@@ -134,6 +137,12 @@ class EchoPlusService(MultiService):
         if metrics is None and settings.metrics:
             metrics = Metrics()
         self.metrics = metrics
+        # Not a child either: started before the listeners accept, stopped
+        # after they drained (their last requests may still publish).
+        self.broker = make_broker(
+            settings, reactor, metrics.registry if metrics is not None else None
+        )
+        self.broker_service = BrokerService(self.broker)
         self.factories: dict[str, EchoPlusFactory] = {}
         self._retired: list[EchoPlusFactory] = []
         self.drainer = Drainer(reactor, self._drained_factories, settings.drain_timeout)
@@ -143,7 +152,12 @@ class EchoPlusService(MultiService):
         self.metrics_service: MetricsService | None = None
         if metrics is not None and settings.metrics:
             self.metrics_service = MetricsService(
-                settings.metrics, metrics.registry, self.healthy, reactor, metrics.flush
+                settings.metrics,
+                metrics.registry,
+                self.healthy,
+                reactor,
+                metrics.flush,
+                details=self.health_details,
             )
 
     def make_listener(self, listener: ListenerSettings) -> ListenerService:
@@ -151,7 +165,7 @@ class EchoPlusService(MultiService):
         A new listener service (not yet part of this service) and its
         factory.
         """
-        factory = EchoPlusFactory(listener, self.reactor)
+        factory = EchoPlusFactory(listener, self.reactor, broker=self.broker)
         if self.metrics is not None:
             factory.metrics = self.metrics.for_listener(
                 factory.name, factory.connections
@@ -190,8 +204,6 @@ class EchoPlusService(MultiService):
 
         @return: whether the new configuration was applied.
         """
-        from echoplus.reload import apply_reload
-
         if self._load is None or self.settings.config is None:
             self._log.info("Reload: no config file, nothing to reload")
             return False
@@ -199,11 +211,10 @@ class EchoPlusService(MultiService):
             self._log.info("Reload ignored: the service is stopping")
             return False
         try:
-            plan = apply_reload(self, self._load())
+            plan = self.apply_reload(self._load())
         except ConfigError as error:
             self._log.error(
-                "Reload of {config} refused, the running configuration stays: "
-                "{errors}",
+                "Reload of {config} refused, the running configuration stays: {errors}",
                 config=self.settings.config,
                 errors="; ".join(str(error).splitlines()),
             )
@@ -214,6 +225,48 @@ class EchoPlusService(MultiService):
             summary=plan.summary(),
         )
         return True
+
+    def apply_reload(self, new: Settings) -> ReloadPlan:
+        """
+        Take this service from its settings to C{new}, all or nothing.
+
+        The new chains are resolved and the new listeners bound before
+        anything changes, and a failure there leaves the service as it
+        was.  Then existing listeners are reconfigured (open connections
+        pick the change up from their next read), new listeners join and
+        removed ones stop accepting while their open connections finish.
+
+        @param new: validated settings.
+        @raise ConfigError: a chain cannot be resolved or a new listener
+            cannot bind; nothing changed.
+        """
+        plan = ReloadPlan.between(self.settings, new, self.fixed_listeners)
+        chains = {
+            after.endpoint: ProcessorChain(after.processors)
+            for before, after in plan.changed
+            if before.processors != after.processors
+        }
+        started: list[ListenerService] = []
+        try:
+            for listener in plan.added:
+                child = self.make_listener(listener)
+                if self.running:
+                    child.privilegedStartService()
+                started.append(child)
+        except ConfigError:
+            for child in started:
+                child.stopService()
+            raise
+        for child in started:
+            self.add_listener(child)
+        for _, after in plan.changed:
+            factory = self.factories[after.endpoint]
+            factory.configure(after, chains.get(after.endpoint, factory.chain))
+        for endpoint in plan.removed:
+            self.remove_listener(endpoint)
+        self.settings = plan.settings
+        self.drainer.timeout = plan.settings.drain_timeout
+        return plan
 
     def privilegedStartService(self) -> None:
         # Reload on SIGHUP from now on: until then SIGHUP ends the process.
@@ -226,6 +279,8 @@ class EchoPlusService(MultiService):
         """
         Start every listener; with a C{load} function, reload on SIGHUP.
         """
+        if not self.broker_service.running:
+            self.broker_service.startService()
         super().startService()
         if self.metrics_service is not None and not self.metrics_service.running:
             self.metrics_service.startService()
@@ -238,8 +293,6 @@ class EchoPlusService(MultiService):
         With a C{load} function, make SIGHUP call L{reload} (once).
         """
         if self._load is not None and self._restore_sighup is None:
-            from echoplus.reload import install_sighup
-
             self._restore_sighup = install_sighup(self.reactor, self.reload)
 
     def stopService(self) -> Any:
@@ -253,6 +306,7 @@ class EchoPlusService(MultiService):
         self.draining = True
         stopped = super().stopService()
         stopped.addCallback(lambda _: self.drainer.drain())
+        stopped.addCallback(lambda _: self.broker_service.stopService())
         if self.metrics is not None:
             stopped.addCallback(lambda _: self.metrics.stop_flushing())
         if self.metrics_service is not None:
@@ -271,6 +325,12 @@ class EchoPlusService(MultiService):
             for service in self
             if isinstance(service, ListenerService)
         )
+
+    def health_details(self) -> str:
+        """
+        The lines C{/healthz} adds after its verdict: the broker's state.
+        """
+        return f"broker: {self.broker.status()} ({self.broker.name})"
 
     def setServiceParent(self, parent: Any) -> None:
         """

@@ -43,6 +43,7 @@ from echoplus._testkit import (
 from echoplus.codec import ClientCodec
 from echoplus.context import ConnectionContext
 from echoplus.factory import EchoPlusFactory
+from echoplus.interfaces import IBroker
 from echoplus.protocols import FramedProtocol
 
 __all__ = [
@@ -358,6 +359,7 @@ class FrameHarness:
         processors: ProcessorSpec | Sequence[ProcessorSpec] = ("echo",),
         *,
         name: str = "harness",
+        broker: IBroker | None = None,
         **limits: Any,
     ) -> None:
         """
@@ -368,6 +370,10 @@ class FrameHarness:
             L{ProcessorEntry}s, processor objects, processor factories or
             classes implementing L{IProcessor}.
         @param name: the listener's name (C{context.listener}).
+        @param broker: the L{IBroker} behind C{context.broker}; a fresh
+            in-process one by default.  Pass one
+            L{echoplus.cluster.memory.MemoryBroker} to several harnesses to
+            test listeners that share topics.
         @param limits: any L{ListenerSettings} field (C{max_frame},
             C{idle_timeout}, C{processor_timeout}, C{delimiter}, ...),
             validated as the command line would.
@@ -378,7 +384,9 @@ class FrameHarness:
         chain = ObjectChain(processors)
         self.settings = listener_settings(framing, chain.entries, limits)
         self.clock = HarnessClock(self.settle)
-        self.factory = EchoPlusFactory(self.settings, self.clock, chain, name)
+        self.factory = EchoPlusFactory(
+            self.settings, self.clock, chain, name, broker=broker
+        )
         self.factory.doStart()
         self.clients: list[HarnessClient] = []
         self._settling = False

@@ -24,7 +24,7 @@ import re
 from typing import Any, Callable
 
 from twisted.internet.endpoints import TCP4ServerEndpoint
-from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet.interfaces import IHalfCloseableProtocol, IStreamServerEndpoint
 from twisted.internet.ssl import (
     Certificate,
     CertificateOptions,
@@ -126,13 +126,23 @@ def certificate_options(
     )
 
 
-class _HandshakeTimeoutTLS(BufferingTLSTransport):
+@implementer(IHalfCloseableProtocol)
+class _ServerTLS(BufferingTLSTransport):
     """
-    A server-side TLS connection that is aborted when its handshake is not
-    complete within its factory's C{handshake_timeout}.
+    A server-side TLS connection with a handshake timeout, and that lets
+    its client close the TCP write side the way C{nc -N} does.
+
+    Twisted's TLS transport treats the end of the client's TCP stream as the
+    end of the connection: replies still owed, or written but not yet
+    flushed, are lost.  Here the application hears C{readConnectionLost}
+    (when it can half-close, as L{echoplus.protocols.FramedProtocol} can)
+    and answers first.  And since no C{close_notify} can follow the end of
+    the stream, closing TLS after it does not wait for one: the TCP
+    connection closes as soon as our own C{close_notify} is flushed.
     """
 
     _handshake_timer: Any = None
+    _read_closed = False
 
     def makeConnection(self, transport: Any) -> None:
         factory = self.factory
@@ -153,6 +163,35 @@ class _HandshakeTimeoutTLS(BufferingTLSTransport):
             )
             self.abortConnection()
 
+    def readConnectionLost(self) -> None:
+        """
+        The client closed its TCP write side without a C{close_notify}
+        (after one, TLS closes by itself): nothing more will be read.
+        """
+        self._read_closed = True
+        if self.disconnecting:
+            # Our close_notify is out; the client's can no longer come.
+            self.transport.loseConnection()
+            return
+        wrapped = IHalfCloseableProtocol(self.wrappedProtocol, None)
+        if wrapped is not None and self._handshakeDone:
+            wrapped.readConnectionLost()
+        else:
+            self.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        """
+        TLS never half-closes the TCP connection itself: nothing to do.
+        """
+
+    def _shutdownTLS(self) -> None:
+        # Sends our close_notify; TLSMemoryBIOProtocol then waits for the
+        # client's before closing TCP, which cannot come once the client's
+        # stream ended: close TCP once ours is flushed instead.
+        super()._shutdownTLS()
+        if self._read_closed:
+            self.transport.loseConnection()
+
     def connectionLost(self, reason: Any) -> None:
         timer, self._handshake_timer = self._handshake_timer, None
         if timer is not None and timer.active():
@@ -168,7 +207,7 @@ class HandshakeTimeoutFactory(TLSMemoryBIOFactory):
     @ivar handshake_timeout: seconds; 0 waits forever.
     """
 
-    protocol = _HandshakeTimeoutTLS
+    protocol = _ServerTLS
     log = Logger()
 
     def __init__(

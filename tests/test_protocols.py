@@ -12,9 +12,10 @@ from typing import Any
 from twisted.internet import task
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer
+from zope.interface import directlyProvides, implementer
 
 from echoplus.config import ListenerSettings
 from echoplus.errors import ConfigError, RequestError
@@ -412,6 +413,27 @@ class ErrorFrameTests(SynchronousTestCase):
         protocol.dataReceived(b"long\n")
         self.assertTrue(transport.write_closed)
         self.assertFalse(transport.aborted)
+        clock.advance(CLOSE_GRACE)
+        self.assertTrue(transport.aborted)
+
+    def test_tls_close_reads_on(self) -> None:
+        """
+        After a fatal error on a TLS transport (no half-close of its own),
+        the server closes it and resumes reading: the close completes only
+        when the client's C{close_notify} or end of stream is read, so a
+        paused reader would hold the connection for the whole grace.
+        """
+        transport = CountingTransport()
+        directlyProvides(transport, ISSLTransport)
+        protocol, _, clock = connect("line", max_frame=2, transport=transport)
+        protocol.dataReceived(b"long\n")
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(transport.producerState, "producing")
+        protocol.dataReceived(b"ignored\n")
+        self.assertEqual(
+            transport.value(),
+            b"ERROR frame-too-long: line exceeds the limit of 2 bytes\n",
+        )
         clock.advance(CLOSE_GRACE)
         self.assertTrue(transport.aborted)
 

@@ -25,6 +25,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from echoplus.endpoints import server_from_string
+from echoplus.protocols import CLOSE_GRACE
 from echoplus.proxy import ProxyHeaderFactory
 from echoplus.tls import (
     DEFAULT_HANDSHAKE_TIMEOUT,
@@ -369,6 +370,144 @@ class TLSIntegrationTests(SynchronousTestCase):
                 self.assertEqual(silent.recv(100), b"")
             except ConnectionResetError:
                 pass  # aborted: as good as closed
+
+
+_CLOSED_AFTER = r"closed after (\d+\.\d+)s"
+
+
+class TLSCloseTests(SynchronousTestCase):
+    """
+    A TLS connection closed for a fatal error lets go of its slot as soon
+    as the client is done, whatever the client does, as plain TCP does:
+    never after the whole close grace unless TCP waits too.
+    """
+
+    #: The most a prompt close may take here: well under the close grace.
+    PROMPT = CLOSE_GRACE / 2
+
+    def start(self, *arguments: str, tls: bool = True) -> Twistd:
+        listen = (
+            _listen_args(certificates())
+            if tls
+            else ["--listen", "tcp:0:interface=127.0.0.1"]
+        )
+        server = Twistd([*listen, *arguments])
+        self.addCleanup(server.stop)
+        return server
+
+    def connect(self, server: Twistd) -> ssl.SSLSocket:
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        return _client_context(certificates()).wrap_socket(
+            raw, server_hostname="localhost"
+        )
+
+    def too_long(self, server: Twistd) -> ssl.SSLSocket:
+        """
+        A TLS connection that has sent one good line and one over
+        C{--max-frame 10}.
+        """
+        sock = self.connect(server)
+        self.addCleanup(sock.close)
+        sock.sendall(b"ok\n" + b"x" * 50 + b"\n")
+        return sock
+
+    def closed_after(self, server: Twistd) -> float:
+        """
+        How long the next connection the server closes was open, from its
+        log.
+        """
+        [match] = server.wait_for(_CLOSED_AFTER, timeout=2 * CLOSE_GRACE)
+        return float(match.group(1))
+
+    def assert_answered(self, received: bytes) -> None:
+        self.assertEqual(
+            received, b"ok\nERROR frame-too-long: line exceeds the limit of 10 bytes\n"
+        )
+
+    def test_client_half_closes(self) -> None:
+        """
+        A client that shuts its TCP write side after sending (as C{nc -N}
+        does) reads the reply and the error frame, and the server closes
+        at once.
+        """
+        server = self.start("--max-frame", "10")
+        sock = self.too_long(server)
+        _shut_tcp_write_side(sock)
+        self.assert_answered(receive_until_closed(sock))
+        self.assertLess(self.closed_after(server), self.PROMPT)
+
+    def test_client_closes_without_close_notify(self) -> None:
+        """
+        A client that closes without a TLS C{close_notify}, before reading
+        anything, is seen to close at once.
+        """
+        server = self.start("--max-frame", "10")
+        self.too_long(server).close()
+        self.assertLess(self.closed_after(server), self.PROMPT)
+
+    def test_client_reads_to_end_then_closes(self) -> None:
+        """
+        A client that reads until the server's C{close_notify} and then
+        closes (Python's C{ssl}, without a C{close_notify} of its own) is
+        seen to close at once.
+        """
+        server = self.start("--max-frame", "10")
+        sock = self.too_long(server)
+        self.assert_answered(receive_until_closed(sock))
+        sock.close()
+        self.assertLess(self.closed_after(server), self.PROMPT)
+
+    def test_client_answers_close_notify(self) -> None:
+        """
+        A client that answers the server's C{close_notify} with its own
+        completes the TLS close at once.
+        """
+        server = self.start("--max-frame", "10")
+        sock = self.too_long(server)
+        self.assert_answered(receive_until_closed(sock))
+        sock.unwrap().close()
+        self.assertLess(self.closed_after(server), self.PROMPT)
+
+    def test_client_never_closes(self) -> None:
+        """
+        A client that reads everything but never closes is cut off after
+        the close grace over TLS as over TCP, and not later.
+        """
+        tcp_server = self.start("--max-frame", "10", tls=False)
+        server = self.start("--max-frame", "10")
+        tcp = socket.create_connection(("127.0.0.1", tcp_server.port), timeout=10)
+        self.addCleanup(tcp.close)
+        tcp.sendall(b"ok\n" + b"x" * 50 + b"\n")
+        sock = self.too_long(server)
+        self.assert_answered(receive_until_closed(sock))
+        self.assert_answered(receive_until_closed(tcp))
+        tcp_waited = self.closed_after(tcp_server)
+        tls_waited = self.closed_after(server)
+        self.assertGreaterEqual(tcp_waited, CLOSE_GRACE)
+        self.assertLess(tls_waited, tcp_waited + 1.0)
+
+    def test_half_close_gets_every_reply(self) -> None:
+        """
+        A client that shuts its TCP write side after its requests gets
+        every reply, even those not ready yet, before the server closes.
+        """
+        server = self.start("--processor", "delay(seconds=0.2)")
+        sock = self.connect(server)
+        self.addCleanup(sock.close)
+        sock.sendall(b"a\nb\n")
+        _shut_tcp_write_side(sock)
+        self.assertEqual(receive_until_closed(sock), b"a\nb\n")
+        self.assertLess(self.closed_after(server), self.PROMPT)
+
+
+def _shut_tcp_write_side(sock: ssl.SSLSocket) -> None:
+    """
+    Shut the write side of the TCP connection under C{sock}, as C{nc -N}
+    does, without a TLS C{close_notify} (C{SSLSocket.shutdown} would drop
+    the TLS layer).
+    """
+    with socket.socket(fileno=os.dup(sock.fileno())) as duplicate:
+        duplicate.shutdown(socket.SHUT_WR)
 
 
 def tearDownModule() -> None:

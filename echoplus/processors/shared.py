@@ -1,73 +1,97 @@
 """
 The shared-state built-ins: C{broadcast} and C{pubsub}.
 
-Both are one instance per listener (the default for a processor factory)
-and provide L{IConnectionObserver}, so they hear about every connection of
-their listener: that is where they keep their tables, and where a closed
-connection leaves them (no leak).  Deliveries go out with L{fan_out}, which
-encodes a frame once per wire format, not once per receiver.
+Both keep their topics in the process's broker (C{context.broker}, an
+L{echoplus.interfaces.IBroker}): in this process with C{--broker memory}
+(the default), where every listener shares them, and on every node of a
+Redis broker with C{--broker redis://...}.  They provide
+L{IConnectionObserver}, so a closed connection leaves its topics (no
+leak).  Deliveries are encoded once per wire format, not once per receiver
+(L{fan_out}).
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Callable
 
+from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from echoplus.context import ConnectionContext
+from echoplus.context import ConnectionContext, fan_out
 from echoplus.errors import RequestError
 from echoplus.interfaces import IConnectionObserver, IProcessor
 from echoplus.processors.base import ProcessorFactory
 
-__all__ = ["SHARED_BUILTINS", "Broadcast", "PubSub", "fan_out"]
+__all__ = ["SHARED_BUILTINS", "Broadcast", "PubSub", "fan_out", "settle"]
 
 
-def fan_out(contexts: Iterable[ConnectionContext], payload: bytes) -> int:
+def settle(deferred: Deferred[Any], then: Callable[[Any], Any]) -> Any:
     """
-    Push C{payload} to every connection in C{contexts}, encoding the frame
-    once per wire format (see L{ConnectionContext.send_shared}).
-
-    @return: how many connections it was sent to (a push to a closing or
-        closed connection is a no-op and does not count).
+    C{then(result)} at once when C{deferred} has already fired (the memory
+    broker's answers), so that the reply stays synchronous; otherwise a
+    L{Deferred} of it.  A failure is raised (at once) or passed on.
     """
-    encodings: dict[Any, bytes] = {}
-    count = 0
-    for context in list(contexts):
-        if context.send_shared(payload, encodings):
-            count += 1
-    return count
+    outcome: list[Any] = []
+    deferred.addBoth(outcome.append)
+    if outcome:
+        if isinstance(outcome[0], Failure):
+            outcome[0].raiseException()
+        return then(outcome[0])
+    return deferred.addCallback(lambda _: outcome[0]).addCallback(then)
+
+
+def _no_reply(count: int) -> None:
+    return None
 
 
 @implementer(IProcessor, IConnectionObserver)
 class Broadcast:
     """
-    Each message goes to every I{other} connection of the listener; the
-    sender gets no reply.
+    Each message goes to every I{other} connection of its group, on every
+    node; the sender gets no reply (C{ERROR unavailable: broker} when the
+    broker cannot take it).
 
-    @ivar connections: the open connections, in the order they opened.
+    @ivar group: the group's name; by default the listener's name, so that
+        each listener is a group (and so are the same listener's workers
+        and nodes on one broker).
+    @ivar connections: this listener's open connections, in the order they
+        opened.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, group: Any = None) -> None:
+        """
+        @param group: the group's name (default: the listener's).
+        """
+        if group is not None and (not str(group) or len(str(group).split()) != 1):
+            raise ValueError(f"group must be one word, not {group!r}")
+        self.group = None if group is None else str(group)
         self.connections: dict[ConnectionContext, None] = {}
+
+    def _topic(self, context: ConnectionContext) -> bytes:
+        # A space keeps it apart from every pubsub topic (one word).
+        return b"broadcast " + (self.group or context.listener).encode()
 
     def connection_made(self, context: ConnectionContext) -> None:
         """
-        Add the new connection to the listener's connections.
+        Join the group.
         """
         self.connections[context] = None
+        context.broker.subscribe(self._topic(context), context)
 
     def connection_lost(self, context: ConnectionContext, reason: Failure) -> None:
         """
-        Forget the closed connection.
+        Leave the group.
         """
         self.connections.pop(context, None)
+        context.broker.unsubscribe(self._topic(context), context)
 
-    def process(self, message: bytes, context: ConnectionContext) -> None:
+    def process(self, message: bytes, context: ConnectionContext) -> Any:
         """
-        Push C{message} to every other connection; no reply.
+        Publish C{message} to every other connection of the group; no reply.
         """
-        fan_out((other for other in self.connections if other is not context), message)
+        published = context.broker.publish(self._topic(context), message, context)
+        return settle(published, _no_reply)
 
 
 _USAGE = "use SUB <topic>, UNSUB <topic> or PUB <topic> <payload>"
@@ -78,15 +102,15 @@ class PubSub:
     """
     Topics: C{SUB <topic>} answers C{OK SUB <topic>}, C{UNSUB <topic>}
     answers C{OK UNSUB <topic>}, and C{PUB <topic> <payload>} answers
-    C{OK PUB <n>} after every one of the topic's C{n} subscribers (the
-    publisher too, if subscribed) was sent C{MSG <topic> <payload>}.
+    C{OK PUB <n>} once the topic's C{n} subscribers, on every node (the
+    publisher too, if subscribed), are sent C{MSG <topic> <payload>}; or
+    C{ERROR unavailable: broker} when the broker cannot take it.  A
+    subscriber whose node may have missed frames receives C{GAP <topic>}.
     Anything else is C{ERROR bad-request: ...}.  A topic is one word of
     non-space bytes.  A connection may subscribe to at most C{max_topics}
     topics (a bad request beyond), so no client can grow the tables without
     bound.
 
-    @ivar topics: topic to its subscribers; a topic with no subscriber is
-        removed.
     @ivar subscriptions: connection to the topics it subscribed to.
     """
 
@@ -100,23 +124,33 @@ class PubSub:
             raise ValueError(f"max_topics must be a whole number, not {max_topics!r}")
         if self.max_topics < 1:
             raise ValueError(f"max_topics must be at least 1, not {max_topics!r}")
-        self.topics: dict[bytes, dict[ConnectionContext, None]] = {}
         self.subscriptions: dict[ConnectionContext, set[bytes]] = {}
+
+    @property
+    def topics(self) -> dict[bytes, dict[ConnectionContext, None]]:
+        """
+        Topic to this listener's subscribers of it (a view, for tests and
+        introspection; the broker holds the real table).
+        """
+        table: dict[bytes, dict[ConnectionContext, None]] = {}
+        for context, topics in self.subscriptions.items():
+            for topic in topics:
+                table.setdefault(topic, {})[context] = None
+        return table
 
     def connection_made(self, context: ConnectionContext) -> None:
         """
-        Nothing to do: a connection joins the tables when it subscribes.
+        Nothing to do: a connection joins topics when it subscribes.
         """
-        pass
 
     def connection_lost(self, context: ConnectionContext, reason: Failure) -> None:
         """
         Remove the closed connection from every topic it subscribed to.
         """
-        for topic in self.subscriptions.pop(context, ()):
-            self._forget(topic, context)
+        for topic in sorted(self.subscriptions.pop(context, ())):
+            context.broker.unsubscribe(topic, context)
 
-    def process(self, message: bytes, context: ConnectionContext) -> bytes:
+    def process(self, message: bytes, context: ConnectionContext) -> Any:
         """
         Answer one C{SUB}, C{UNSUB} or C{PUB} request.
         """
@@ -126,17 +160,18 @@ class PubSub:
             if not space:
                 raise RequestError(f"PUB needs a topic and a payload; {_USAGE}")
             _check_topic(topic)
-            subscribers = self.topics.get(topic, ())
-            sent = fan_out(subscribers, b"MSG %b %b" % (topic, payload))
-            return b"OK PUB %d" % (sent,)
+            published = context.broker.publish(topic, b"MSG %b %b" % (topic, payload))
+            return settle(published, _ok_pub)
         if command == b"SUB":
             _check_topic(rest)
             topics = self.subscriptions.setdefault(context, set())
             if rest not in topics and len(topics) >= self.max_topics:
+                if not topics:
+                    del self.subscriptions[context]
                 raise RequestError(f"at most {self.max_topics} subscriptions")
             topics.add(rest)
-            self.topics.setdefault(rest, {})[context] = None
-            return b"OK SUB " + rest
+            joined = context.broker.subscribe(rest, context, b"GAP " + rest)
+            return settle(joined, lambda _: b"OK SUB " + rest)
         if command == b"UNSUB":
             _check_topic(rest)
             topics = self.subscriptions.get(context)
@@ -144,16 +179,13 @@ class PubSub:
                 topics.discard(rest)
                 if not topics:
                     del self.subscriptions[context]
-                self._forget(rest, context)
+                context.broker.unsubscribe(rest, context)
             return b"OK UNSUB " + rest
         raise RequestError(f"unknown command; {_USAGE}")
 
-    def _forget(self, topic: bytes, context: ConnectionContext) -> None:
-        subscribers = self.topics.get(topic)
-        if subscribers is not None:
-            subscribers.pop(context, None)
-            if not subscribers:
-                del self.topics[topic]
+
+def _ok_pub(count: int) -> bytes:
+    return b"OK PUB %d" % (count,)
 
 
 def _check_topic(topic: bytes) -> None:
@@ -165,8 +197,10 @@ def _check_topic(topic: bytes) -> None:
 SHARED_BUILTINS: tuple[ProcessorFactory, ...] = (
     ProcessorFactory(
         "broadcast",
-        "send each message to every other connection of the listener; no reply",
+        "send each message to every other connection of the group (the "
+        "listener, on every node of the broker); no reply",
         Broadcast,
+        options={"group": "the group's name (default: the listener's)"},
     ),
     ProcessorFactory(
         "pubsub",

@@ -1,6 +1,9 @@
 """
 Chat rooms, a shared-state processor: one instance serves every connection
-of its listener and hears them come and go (IConnectionObserver).
+of its listener and hears them come and go (IConnectionObserver).  The
+rooms themselves are topics of the process's broker (C{context.broker}), so
+with C{--broker redis://...} a room spans every worker and host on that
+broker, with nothing Redis-specific here.
 
 Commands, one per frame:
 
@@ -15,6 +18,8 @@ Commands, one per frame:
 Serve it with::
 
     twistd -n echoplus --processor examples.chat.rooms:ChatRooms
+
+and across nodes with C{--broker redis://127.0.0.1:6379} on each.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from zope.interface import implementer
 from echoplus.context import ConnectionContext
 from echoplus.errors import RequestError
 from echoplus.interfaces import IConnectionObserver, IProcessor
-from echoplus.processors.shared import fan_out
+from echoplus.processors.shared import settle
 
 
 @implementer(IProcessor, IConnectionObserver)
@@ -33,15 +38,24 @@ class ChatRooms:
     """
     Rooms of connections; a connection is in at most one room.
 
-    @ivar rooms: room name to its members (in joining order).
-    @ivar where: connection to the room it is in.
-    @ivar names: connection to its chosen name.
+    @ivar where: this listener's connections to the room each is in.
+    @ivar names: this listener's connections to their chosen names.
     """
 
     def __init__(self) -> None:
-        self.rooms: dict[bytes, dict[ConnectionContext, None]] = {}
         self.where: dict[ConnectionContext, bytes] = {}
         self.names: dict[ConnectionContext, bytes] = {}
+
+    @property
+    def rooms(self) -> dict[bytes, dict[ConnectionContext, None]]:
+        """
+        Room name to this listener's members, in joining order (a view; the
+        broker holds the topics).
+        """
+        table: dict[bytes, dict[ConnectionContext, None]] = {}
+        for context, room in self.where.items():
+            table.setdefault(room, {})[context] = None
+        return table
 
     def connection_made(self, context: ConnectionContext) -> None:
         pass
@@ -50,21 +64,20 @@ class ChatRooms:
         self._leave(context)
         self.names.pop(context, None)
 
-    def process(self, message: bytes, context: ConnectionContext) -> bytes | None:
+    def process(self, message: bytes, context: ConnectionContext) -> object:
         command, _, argument = message.partition(b" ")
         if command == b"SAY":
             room = self.where.get(context)
             if room is None:
                 raise RequestError("JOIN a room first")
             line = b"%b %b: %b" % (room, self._name(context), argument)
-            fan_out(self.rooms[room], line)
-            return None
+            return settle(context.broker.publish(_topic(room), line), _nothing)
         if command == b"JOIN" and _is_word(argument):
             self._leave(context)
-            self._tell(argument, b"* %b joined" % self._name(context))
-            self.rooms.setdefault(argument, {})[context] = None
+            self._tell(argument, b"* %b joined" % self._name(context), context)
             self.where[context] = argument
-            return b"OK JOIN " + argument
+            joined = context.broker.subscribe(_topic(argument), context)
+            return settle(joined, lambda _: b"OK JOIN " + argument)
         if command == b"LEAVE" and not argument:
             room = self._leave(context)
             if room is None:
@@ -78,8 +91,12 @@ class ChatRooms:
     def _name(self, context: ConnectionContext) -> bytes:
         return self.names.get(context) or b"guest%d" % (context.id,)
 
-    def _tell(self, room: bytes, line: bytes) -> None:
-        fan_out(self.rooms.get(room, ()), line)
+    def _tell(self, room: bytes, line: bytes, sender: ConnectionContext) -> None:
+        """
+        Tell everyone else in C{room}; a notice lost to a broker outage is
+        not worth failing the request for.
+        """
+        sender.broker.publish(_topic(room), line, sender).addErrback(lambda _: None)
 
     def _leave(self, context: ConnectionContext) -> bytes | None:
         """
@@ -87,12 +104,18 @@ class ChatRooms:
         """
         room = self.where.pop(context, None)
         if room is not None:
-            members = self.rooms[room]
-            del members[context]
-            if not members:
-                del self.rooms[room]
-            self._tell(room, b"* %b left" % self._name(context))
+            context.broker.unsubscribe(_topic(room), context)
+            self._tell(room, b"* %b left" % self._name(context), context)
         return room
+
+
+def _topic(room: bytes) -> bytes:
+    # A space keeps rooms apart from pubsub topics (one word) on one broker.
+    return b"room " + room
+
+
+def _nothing(count: int) -> None:
+    return None
 
 
 def _is_word(text: bytes) -> bool:
