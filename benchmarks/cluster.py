@@ -230,7 +230,8 @@ def verdict(name: str, values: list[float], bound: float, unit: str) -> str:
 
 LABELS = {"memory": "memory broker, 1 node", "redis": "redis broker, 2 nodes"}
 COLUMNS = (
-    # heading, width, key, format; "lost" is missing + disorder, summed
+    # heading, width, key, format; "lost" (deliveries of publishes answered
+    # OK PUB that never came, or came out of order) is summed over rounds
     ("deliv/s", 10, "deliveries/s", ",.0f"),
     ("node us/dlv", 12, "node cpu us", ".2f"),
     ("redis us/dlv", 13, "broker cpu us", ".2f"),
@@ -249,7 +250,7 @@ def print_rows(results: dict[str, list[dict[str, float]]]) -> None:
     C{srv_wait}/C{lg_wait} are the fractions of the window the busiest
     server and the load spent waiting for a CPU.
     """
-    print(f"  {'setup':24}" + "".join(f"{h:>{w}}" for h, w, _, _ in COLUMNS))
+    print(f"  {'setup':23}" + "".join(f" {h:>{w - 1}}" for h, w, _, _ in COLUMNS))
     for name, rounds in results.items():
         row = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
         row["lost"] = sum(r["missing"] + r["disorder"] for r in rounds)
@@ -259,8 +260,8 @@ def print_rows(results: dict[str, list[dict[str, float]]]) -> None:
         ]
         widths = [width for _, width, _, _ in COLUMNS]
         print(
-            f"  {LABELS[name]:24}"
-            + "".join(f"{c:>{w}}" for c, w in zip(cells, widths, strict=True))
+            f"  {LABELS[name]:23}"
+            + "".join(f" {c:>{w - 1}}" for c, w in zip(cells, widths, strict=True))
         )
         notes = [
             (row["lg cpu"] > 0.9, "the load generator was saturated"),
@@ -277,7 +278,8 @@ def print_rows(results: dict[str, list[dict[str, float]]]) -> None:
             )
             for key, what in (
                 ("gaps", "GAP lines"),
-                ("errors", "unexpected lines (ERROR ...)"),
+                ("refused", "publishes refused (ERROR ... to the publisher)"),
+                ("errors", "unexpected lines to subscribers"),
                 ("miscounts", "OK PUB <n> replies with n not every subscriber"),
             )
         ]
@@ -347,8 +349,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     lost = sum(r["missing"] + r["disorder"] for r in results["redis"])
+    refused = sum(r["refused"] for r in results["redis"])
     print(
-        f"  {'met   ' if not lost else 'MISSED'} exactly once, in order: {lost:.0f} off"
+        f"  {'met   ' if not lost else 'MISSED'} every OK PUB delivered once, in order,"
+        f" through redis: {lost:.0f} deliveries missing or out of order"
+        f" ({refused:.0f} publishes refused)"
     )
     return 0
 

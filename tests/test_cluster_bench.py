@@ -77,13 +77,13 @@ class TallyTests(SynchronousTestCase):
     def test_publisher_replies(self) -> None:
         """
         OK PUB replies are acknowledgements; a count that is not every
-        subscriber is a miscount; anything else is an error.
+        subscriber is a miscount; anything else is a refused publish.
         """
         self.feed(b"OK PUB 2\nOK PUB 1\nERROR unavailable: broker\n", publisher=True)
         counts = self.tally.counts
         self.assertEqual(counts["acks"], 2)
         self.assertEqual(counts["miscounts"], 1)
-        self.assertEqual(counts["errors"], 1)
+        self.assertEqual(counts["refused"], 1)
         self.assertEqual(counts["delivered"], 0)
 
 
