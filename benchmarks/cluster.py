@@ -328,6 +328,15 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"  redis-benchmark: {redis_ceiling(redis.port, options.ceiling_requests)}"
         )
+    per_publish = {
+        name: statistics.median(r["node cpu us/pub"] for r in rounds)
+        for name, rounds in results.items()
+    }
+    print(
+        f"  node CPU per publish: memory {per_publish['memory']:.0f} us, redis "
+        f"{per_publish['redis']:.0f} us (both nodes): crossing the broker costs "
+        f"{per_publish['redis'] - per_publish['memory']:+.0f} us a publish"
+    )
     cpu_ratios = [
         r["node cpu us"] / m["node cpu us"]
         for r, m in zip(results["redis"], results["memory"], strict=True)

@@ -196,6 +196,7 @@ def measure(
         "deliveries/s": counts["delivered"] / elapsed,
         "node cpu us": sum(spent[:nodes]) / delivered * 1e6,
         "broker cpu us": sum(spent[nodes:]) / delivered * 1e6,
+        "node cpu us/pub": sum(spent[:nodes]) / max(counts["acks"], 1) * 1e6,
         "p50 ms": statistics.median(latencies_ms) if latencies_ms else 0.0,
         "p99 ms": percentile(latencies_ms, 0.99),
         "missing": counts["acks"] * len(subscribers) - counts["delivered"],
