@@ -289,18 +289,21 @@ def print_rows(results: dict[str, list[dict[str, float]]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds a setup")
-    parser.add_argument("--subscribers", type=int, default=50, help="per Redis node")
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.splitlines()[1:3]))
+    parser.add_argument("--rounds", type=int, help="default 3 (--quick: 1)")
+    parser.add_argument("--duration", type=float, help="seconds a setup; 5 (2)")
+    parser.add_argument("--subscribers", type=int, help="per Redis node; 50 (10)")
     parser.add_argument("--rate", type=int, default=1000, help="publishes a second")
     parser.add_argument("--size", type=int, default=64, help="PUB line bytes")
-    parser.add_argument("--ceiling-requests", type=int, default=200000)
-    parser.add_argument("--quick", action="store_true", help="1 round of 2 s, 2 x 10")
+    parser.add_argument("--ceiling-requests", type=int, help="200000 (50000)")
+    parser.add_argument("--quick", action="store_true", help="the smaller defaults")
     options = parser.parse_args(argv)
-    if options.quick:
-        options.rounds, options.duration, options.subscribers = 1, 2.0, 10
-        options.ceiling_requests = 50000
+    defaults = (1, 2.0, 10, 50000) if options.quick else (3, 5.0, 50, 200000)
+    for name, default in zip(
+        ("rounds", "duration", "subscribers", "ceiling_requests"), defaults, strict=True
+    ):
+        if getattr(options, name) is None:
+            setattr(options, name, default)
     require_redis()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
