@@ -321,6 +321,43 @@ class CutProxyTests(SynchronousTestCase):
         self.assertEqual(self.proxy.port, port)
         self.assertEqual(_round_trip(port), b"hello")
 
+    def test_cut_refuse(self) -> None:
+        """
+        cut(refuse=True) stops listening, so new connections are refused;
+        restore() listens again on the same port.
+        """
+        port = self.proxy.port
+        self.proxy.cut(refuse=True)
+        self.assertRaises(
+            ConnectionRefusedError, socket.create_connection, ("127.0.0.1", port), 5
+        )
+        self.proxy.restore()
+        self.assertEqual(self.proxy.port, port)
+        self.assertEqual(_round_trip(port), b"hello")
+
+    def test_stall(self) -> None:
+        """
+        stall() keeps connections open but moves no bytes, also on new
+        connections; restore() delivers what was held.
+        """
+        sock = socket.create_connection(("127.0.0.1", self.proxy.port), timeout=5)
+        self.addCleanup(sock.close)
+        sock.sendall(b"one")
+        self.assertEqual(_receive(sock, 3), b"one")
+        self.proxy.stall()
+        sock.sendall(b"two")
+        late = socket.create_connection(("127.0.0.1", self.proxy.port), timeout=5)
+        self.addCleanup(late.close)
+        late.sendall(b"three")
+        for each in (sock, late):
+            each.settimeout(0.3)
+            self.assertRaises(socket.timeout, each.recv, 10)
+            each.settimeout(5)
+        self.assertEqual(self.proxy.connections, 2)
+        self.proxy.restore()
+        self.assertEqual(_receive(sock, 3), b"two")
+        self.assertEqual(_receive(late, 5), b"three")
+
     def test_target_down(self) -> None:
         """
         A connection the target refuses is dropped, and the proxy goes on.
