@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from unittest import mock
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
@@ -17,6 +20,8 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from tests import redis_support
 from tests.cut_proxy import CutProxy, free_port
 from tests.redis_support import RedisError, RedisServer, RespConnection
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 class _EchoServer:
@@ -84,6 +89,17 @@ def _dropped(port: int) -> bool:
             return sock.recv(10) == b""
     except ConnectionError:
         return True
+
+
+def _alive(pid: int) -> bool:
+    """
+    Whether process C{pid} runs (a zombie, dead but not reaped, does not).
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 class SkipTests(SynchronousTestCase):
@@ -227,6 +243,33 @@ class RedisServerTests(SynchronousTestCase):
         self.assertIn("Address already in use", str(error))
         self.assertFalse(other.running)
         self.assertEqual(self.redis.command("PING"), "PONG")
+
+    def test_dies_with_parent(self) -> None:
+        """
+        A Redis started by a process that is killed stops too.
+        """
+        script = (
+            "import sys, time\n"
+            "from tests.redis_support import RedisServer\n"
+            "redis = RedisServer()\n"
+            "print(redis.process.pid, flush=True)\n"
+            "time.sleep(60)\n"
+        )
+        parent = subprocess.Popen(
+            [sys.executable, "-c", script],
+            stdout=subprocess.PIPE,
+            cwd=str(REPO),
+            env=dict(os.environ, PYTHONPATH=str(REPO)),
+        )
+        self.addCleanup(parent.wait)
+        self.addCleanup(parent.kill)
+        assert parent.stdout is not None
+        pid = int(parent.stdout.readline())
+        parent.kill()
+        deadline = time.monotonic() + 10
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertFalse(_alive(pid))
 
     def test_close_removes_directory(self) -> None:
         """
