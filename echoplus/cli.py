@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     from echoplus.bench import add_bench_command
 
     add_bench_command(commands)
+    from echoplus.cluster.publish import add_publish_command
+
+    add_publish_command(commands)
     return parser
 
 

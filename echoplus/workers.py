@@ -310,6 +310,11 @@ class WorkerPool(MultiService):
 
     def startService(self) -> None:
         super().startService()
+        if self.settings.broker == "memory":
+            self._log.info(
+                "Each worker has its own topics (pubsub, broadcast) with "
+                "--broker memory; --broker redis://... shares them"
+            )
         if self.settings.metrics and self._metrics_dir is None:
             self._collect_from_workers()
         for slot in range(self.settings.workers):

@@ -493,3 +493,65 @@ class BrokerURLTests(SynchronousTestCase):
         ]:
             error = self.assertRaises(ValueError, parse_broker_url, text)
             self.assertIn(repr(text), str(error))
+
+
+class MakeBrokerTests(SynchronousTestCase):
+    """
+    The engine the settings name, built at the edge.
+    """
+
+    def test_memory(self) -> None:
+        """
+        The default is the in-process engine.
+        """
+        from echoplus.cluster.service import make_broker
+        from echoplus.config import Settings
+
+        self.assertIsInstance(make_broker(Settings(), Clock()), MemoryBroker)
+
+    def test_redis(self) -> None:
+        """
+        A Redis URL makes the Redis engine, named without its password.
+        """
+        from twisted.internet.testing import MemoryReactorClock
+
+        from echoplus.cluster.service import make_broker
+        from echoplus.config import Settings
+
+        broker = make_broker(
+            Settings(broker="redis://:pw@10.0.0.1:7000/1"), MemoryReactorClock()
+        )
+        self.assertIsInstance(broker, RedisBroker)
+        self.assertEqual(broker.name, "redis://10.0.0.1:7000/1")
+        self.assertEqual(broker.status(), "disconnected")
+
+    def test_missing_client(self) -> None:
+        """
+        Without the redis extra, a Redis URL is a one-line ConfigError that
+        says what to install.
+        """
+        import sys
+
+        from echoplus.cluster.service import make_broker
+        from echoplus.config import Settings
+        from echoplus.errors import ConfigError
+
+        saved = {
+            name: sys.modules.get(name)
+            for name in ("txredisapi", "echoplus.cluster.link")
+        }
+
+        def restore() -> None:
+            for name, module in saved.items():
+                if module is None:
+                    sys.modules.pop(name, None)
+                else:
+                    sys.modules[name] = module
+
+        self.addCleanup(restore)
+        sys.modules["txredisapi"] = None  # type: ignore[assignment]
+        sys.modules.pop("echoplus.cluster.link", None)
+        error = self.assertRaises(
+            ConfigError, make_broker, Settings(broker="redis://h"), Clock()
+        )
+        self.assertIn("pip install 'echoplus[redis]'", str(error))

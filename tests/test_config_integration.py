@@ -128,6 +128,11 @@ class BrokenFileTests(SynchronousTestCase):
             'framing = "int64"\n',
             "framing (from {path}:1): unknown framing 'int64'",
         ),
+        "bad broker URL": (
+            'broker = "redis://h:99999"\n',
+            "broker (from {path}:1): broker 'redis://h:99999': "
+            "the port is not a number from 1 to 65535",
+        ),
         "syntax error": ("max_frame = 10\nframing = \n", "{path}: TOML syntax error"),
     }
 

@@ -49,7 +49,7 @@ from twisted.python.failure import Failure
 from echoplus.cluster.scripts import SCRIPTS, Keys
 from echoplus.cluster.url import BrokerURL
 
-__all__ = ["RedisLink", "client_endpoint"]
+__all__ = ["LinkRefused", "RedisLink", "client_endpoint"]
 
 #: Seconds to wait for a TCP or UNIX connection to Redis.
 CONNECT_TIMEOUT = 5.0
@@ -122,6 +122,13 @@ class _Factory(Factory):
         self.error = why
 
 
+class LinkRefused(Exception):
+    """
+    Redis closed a new connection before it became usable; the message is
+    Redis's reason (a wrong password, an unknown database).
+    """
+
+
 def _ready(protocol: Any) -> Deferred[Any]:
     """
     Fire with C{protocol} once txredisapi has authenticated and selected
@@ -136,7 +143,7 @@ def _ready(protocol: Any) -> Deferred[Any]:
     def lost(_: Any) -> None:
         if not outcome.called:
             why = protocol.factory.error or "the connection was closed"
-            outcome.errback(Failure(ConnectionLost(why)))
+            outcome.errback(Failure(LinkRefused(why)))
 
     protocol.whenConnected().addCallback(connected)
     protocol.whenDisconnected().addCallback(lost)
@@ -265,7 +272,8 @@ class RedisLink:
         if self._stopping or failure.check(CancelledError):
             return
         self.on_failure(_reason(failure))
-        self._watch(name)
+        # Not at once: ClientService is in the middle of a transition.
+        self._reactor.callLater(0, self._watch, name)
 
     def _lost(self, _: Any, name: str, protocol: Any) -> None:
         if self._protocols[name] is not protocol:

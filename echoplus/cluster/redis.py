@@ -25,7 +25,7 @@ import itertools
 import secrets
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, DeferredList, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -97,6 +97,7 @@ class RedisBroker:
             b"%s.%d" % (secrets.token_hex(6).encode(), n) for n in itertools.count()
         )
         self._was_up = False
+        self._ready = False
         self._outage_told = False
         self._heartbeat = LoopingCall(self._beat)
         self._heartbeat.clock = clock
@@ -131,14 +132,14 @@ class RedisBroker:
         return leaving.addCallback(lambda _: self._link.stop())
 
     def status(self) -> str:
-        return "connected" if self._link.up else "disconnected"
+        return "connected" if self._ready and self._link.up else "disconnected"
 
     # IBroker.
 
     def publish(
         self, topic: bytes, frame: bytes, sender: ConnectionContext | None = None
     ) -> Deferred[int]:
-        if not self._link.up or self._queued >= self._max_queued:
+        if not (self._ready and self._link.up) or self._queued >= self._max_queued:
             if self.metrics is not None:
                 self.metrics.publish_failed()
             return fail(Unavailable("broker"))
@@ -314,19 +315,12 @@ class RedisBroker:
     # The link.
 
     def _up(self) -> None:
-        if self.metrics is not None:
-            self.metrics.connected(True)
-            if self._was_up:
-                self.metrics.reconnected()
-        self._log.info(
-            "Broker {name} {what}; {topics} topic(s) to restore",
-            name=self.name,
-            what="reconnected" if self._was_up else "connected",
-            topics=len(self._cursors),
-        )
-        self._was_up = True
-        self._outage_told = False
-        self._beat()
+        """
+        The link is (back) up: record this node's subscribers again and
+        resubscribe, then take publishes; each topic's history is fetched
+        after its cursor as its channel is back.
+        """
+        restoring = [self._beat()]
         for topic in self.local:
             cursor = self._cursors.get(topic)
             if cursor is None:
@@ -334,13 +328,34 @@ class RedisBroker:
             cursor.reconnected()
             restored = self._link.listen(topic)
             restored.addCallback(lambda _, topic=topic: self._count(topic))
-            restored.addCallbacks(
-                lambda _, topic=topic, cursor=cursor: self._recover(topic, cursor),
-                self._quietly,
-                errbackArgs=("restore",),
+            restored.addCallback(
+                lambda _, topic=topic, cursor=cursor: self._recover(topic, cursor)
             )
+            restoring.append(restored)
+        DeferredList(restoring, consumeErrors=True).addCallback(self._restored)
+
+    def _restored(self, results: list[tuple[bool, Any]]) -> None:
+        if not self._link.up:
+            return  # lost again meanwhile; the next _up starts over
+        if not all(ok for ok, _ in results):
+            self._link.reset()
+            return
+        self._ready = True
+        if self.metrics is not None:
+            self.metrics.connected(True)
+            if self._was_up:
+                self.metrics.reconnected()
+        self._log.info(
+            "Broker {name} {what}; {topics} topic(s) restored",
+            name=self.name,
+            what="reconnected" if self._was_up else "connected",
+            topics=len(results) - 1,
+        )
+        self._was_up = True
+        self._outage_told = False
 
     def _down(self, why: str) -> None:
+        self._ready = False
         if self.metrics is not None:
             self.metrics.connected(False)
         self._outage_told = True
@@ -362,12 +377,12 @@ class RedisBroker:
             why=why,
         )
 
-    def _beat(self) -> None:
+    def _beat(self) -> Deferred[Any]:
         if not self._link.up:
-            return
+            return succeed(None)
         beat = self._link.heartbeat()
         beat.addTimeout(max(self._ttl / 3, 0.1), self._clock)
-        beat.addErrback(self._beat_failed)
+        return beat.addErrback(self._beat_failed)
 
     def _beat_failed(self, failure: Failure) -> None:
         if self._link.up:
