@@ -277,6 +277,9 @@ def print_rows(results: dict[str, list[dict[str, float]]]) -> None:
                 f"{sum(r[key] for r in rounds):.0f} {what}",
             )
             for key, what in (
+                ("missing", "deliveries of publishes answered OK PUB never came"),
+                ("disorder", "deliveries out of order or repeated"),
+                ("timed out", "windows ended 10 s after the last publish, not drained"),
                 ("gaps", "GAP lines"),
                 ("refused", "publishes refused (ERROR ... to the publisher)"),
                 ("errors", "unexpected lines to subscribers"),

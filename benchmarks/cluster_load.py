@@ -155,6 +155,7 @@ def measure(
     interval = 1e9 / rate
     sent = 0
     drain_deadline = start + int((duration + 10) * 1e9)
+    timed_out = 0
     while counts["delivered"] < wanted or counts["acks"] + counts["refused"] < total:
         # a refused PUB (told to the publisher) is not waited for
         wanted = (total - counts["refused"]) * len(subscribers)
@@ -171,6 +172,7 @@ def measure(
                 sent = due
             wait = (start + sent * interval - time.perf_counter_ns()) / 1e9
         elif now > drain_deadline:
+            timed_out = 1
             break
         else:
             wait = 0.1
@@ -204,6 +206,7 @@ def measure(
         "gaps": counts["gaps"],
         "errors": counts["errors"],
         "refused": counts["refused"],
+        "timed out": timed_out,
         "miscounts": counts["miscounts"],
         "lg cpu": own / elapsed,
         "lg wait": waits[0] / elapsed,
