@@ -63,6 +63,7 @@ class Setup:
 
     @ivar nodes: the node processes; their CPU counts as the nodes'.
     @ivar extra: pids whose CPU is measured beside them (Redis).
+    @ivar refusal: the first reply to a PUB that was not C{OK PUB}.
     """
 
     def __init__(self, name: str, stack: ExitStack) -> None:
@@ -72,6 +73,7 @@ class Setup:
         self.extra: list[int] = []
         self.subscribers: list[socket.socket] = []
         self.publisher: socket.socket | None = None
+        self.refusal = ""
 
     def start_node(self, arguments: list[str]) -> Twistd:
         """
@@ -139,9 +141,11 @@ class Setup:
         """
         assert self.publisher is not None
         pids = [node.process.pid for node in self.nodes]
-        return measure(
+        figures, tally = measure(
             self.publisher, self.subscribers, pids, self.extra, rate, duration, size
         )
+        self.refusal = self.refusal or tally.refusal
+        return figures
 
 
 def _read_line(sock: socket.socket, timeout: float = 10.0) -> bytes:
@@ -244,7 +248,9 @@ COLUMNS = (
 )
 
 
-def print_rows(results: dict[str, list[dict[str, float]]]) -> None:
+def print_rows(
+    results: dict[str, list[dict[str, float]]], refusals: dict[str, str]
+) -> None:
     """
     One line per setup: the medians of its rounds (lost: the sum).
     C{srv_wait}/C{lg_wait} are the fractions of the window the busiest
@@ -281,7 +287,7 @@ def print_rows(results: dict[str, list[dict[str, float]]]) -> None:
                 ("disorder", "deliveries out of order or repeated"),
                 ("timed out", "windows ended 10 s after the last publish, not drained"),
                 ("gaps", "GAP lines"),
-                ("refused", "publishes refused (ERROR ... to the publisher)"),
+                ("refused", f"publishes refused (first: {refusals.get(name)!r})"),
                 ("errors", "unexpected lines to subscribers"),
                 ("miscounts", "OK PUB <n> replies with n not every subscriber"),
             )
@@ -330,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
                 results[setup.name].append(
                     setup.measure(options.rate, options.duration, options.size)
                 )
-        print_rows(results)
+        print_rows(results, {setup.name: setup.refusal for setup in setups})
         print(
             f"  redis-benchmark: {redis_ceiling(redis.port, options.ceiling_requests)}"
         )

@@ -55,6 +55,7 @@ class Tally:
     What one measurement window read: deliveries in order per subscriber,
     their latencies, and the publisher's replies.
 
+    @ivar refusal: the first reply that was not C{OK PUB}, if any.
     @ivar latencies: nanoseconds from each delivery's send time to its read.
     @ivar counts: C{delivered}, C{disorder} (a sequence number not above
         the last one: repeated or reordered; a skipped one is a missing
@@ -72,6 +73,7 @@ class Tally:
             ("delivered", "disorder", "gaps", "errors", "acks", "refused", "miscounts"),
             0,
         )
+        self.refusal = ""
         self._pending: dict[Any, bytes] = {}
         self._last: dict[Any, int] = {}
 
@@ -104,6 +106,7 @@ class Tally:
                 counts["miscounts"] += line != expected
             else:
                 counts["refused"] += 1
+                self.refusal = self.refusal or line.decode(errors="replace")
 
     def _deliveries(self, sock: Any, lines: list[bytes], received: int) -> None:
         counts = self.counts
@@ -133,11 +136,13 @@ def measure(
     rate: int,
     duration: float,
     size: int,
-) -> dict[str, float]:
+) -> tuple[dict[str, float], Tally]:
     """
     Publish at C{rate} for C{duration} seconds and read every delivery (or
     give up 10 s after the last publish).  CPU per delivery is reported for
     C{node_pids} together and C{broker_pids} together.
+
+    @return: the window's figures, and its L{Tally}.
     """
     total = max(1, int(rate * duration))
     wanted = total * len(subscribers)
@@ -195,7 +200,7 @@ def measure(
     delivered = max(counts["delivered"], 1)
     nodes = len(node_pids)
     latencies_ms = [value / 1e6 for value in tally.latencies]
-    return {
+    figures = {
         "deliveries/s": counts["delivered"] / elapsed,
         "node cpu us": sum(spent[:nodes]) / delivered * 1e6,
         "broker cpu us": sum(spent[nodes:]) / delivered * 1e6,
@@ -213,6 +218,7 @@ def measure(
         "lg wait": waits[0] / elapsed,
         "server wait": max(waits[1:]) / elapsed,
     }
+    return figures, tally
 
 
 def _own_cpu() -> float:
