@@ -4,7 +4,7 @@ broker on one node, side by side in one run.
 
     python benchmarks/cluster.py                  # 3 rounds of 5 s, 2 x 50 subscribers
     python benchmarks/cluster.py --quick
-    python benchmarks/cluster.py --rounds 5 --duration 5 --subscribers 100 --rate 1000
+    python benchmarks/cluster.py --rounds 5 --subscribers 100 --rate 500
 
 Setups, all on this machine, servers pinned to core 0 and this process (the
 load) to core 1 when there are two cores:
@@ -20,9 +20,13 @@ seconds (who goes first alternates) and then waits for the last deliveries.
 Printed: deliveries per second, the nodes' CPU time per delivery (from
 C{/proc/PID/stat}; Redis's own beside it), publish-to-delivery latency
 p50/p99 (the payload's send time to the read that brought it), deliveries
-missing, out of order or duplicated, and the load's own CPU.  The targets are
-the medians of the per-round ratios.  Last, Redis's own C{PUBLISH} ceiling on
-this machine with C{redis-benchmark}.
+of publishes answered C{OK PUB} missing, repeated or out of order, publishes
+refused, the load's own CPU, and how long the servers and the load waited
+for a CPU (C{/proc/PID/schedstat}: on a shared machine, the part of the
+latency that is other people's work).  Then the node CPU per publish, the
+broker's fixed cost per message.  The targets are the medians of the
+per-round ratios.  Redis's own C{PUBLISH} ceiling on this machine comes from
+C{redis-benchmark} (package C{redis-tools}).  See benchmarks/README.md.
 """
 
 from __future__ import annotations
