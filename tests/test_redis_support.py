@@ -7,6 +7,7 @@ whose link can be cut and restored.
 from __future__ import annotations
 
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -264,6 +265,8 @@ class RedisServerTests(SynchronousTestCase):
         self.addCleanup(parent.wait)
         self.addCleanup(parent.kill)
         assert parent.stdout is not None
+        ready, _, _ = select.select([parent.stdout], [], [], 30)
+        self.assertTrue(ready, "the parent did not start redis-server in 30 s")
         pid = int(parent.stdout.readline())
         parent.kill()
         deadline = time.monotonic() + 10
