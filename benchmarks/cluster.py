@@ -277,7 +277,8 @@ def print_rows(
             (row["lg cpu"] > 0.9, "the load generator was saturated"),
             (
                 max(row["server wait"], row["lg wait"]) > 0.05,
-                "processes waited for a CPU (other work on the machine): "
+                "servers or load waited for a CPU (each other on core 0, or other "
+                "work on the machine): "
                 "latency includes it",
             ),
         ]
