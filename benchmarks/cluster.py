@@ -4,7 +4,7 @@ broker on one node, side by side in one run.
 
     python benchmarks/cluster.py                  # 3 rounds of 5 s, 2 x 50 subscribers
     python benchmarks/cluster.py --quick
-    python benchmarks/cluster.py --rounds 5 --duration 5 --subscribers 100 --rate 1000
+    python benchmarks/cluster.py --rounds 5 --subscribers 100 --rate 500
 
 Setups, all on this machine, servers pinned to core 0 and this process (the
 load) to core 1 when there are two cores:
@@ -20,9 +20,13 @@ seconds (who goes first alternates) and then waits for the last deliveries.
 Printed: deliveries per second, the nodes' CPU time per delivery (from
 C{/proc/PID/stat}; Redis's own beside it), publish-to-delivery latency
 p50/p99 (the payload's send time to the read that brought it), deliveries
-missing, out of order or duplicated, and the load's own CPU.  The targets are
-the medians of the per-round ratios.  Last, Redis's own C{PUBLISH} ceiling on
-this machine with C{redis-benchmark}.
+of publishes answered C{OK PUB} missing, repeated or out of order, publishes
+refused, the load's own CPU, and how long the servers and the load waited
+for a CPU (C{/proc/PID/schedstat}: on a shared machine, the part of the
+latency that is other people's work).  Then the node CPU per publish, the
+broker's fixed cost per message.  The targets are the medians of the
+per-round ratios.  Redis's own C{PUBLISH} ceiling on this machine comes from
+C{redis-benchmark} (package C{redis-tools}).  See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ class Setup:
 
     @ivar nodes: the node processes; their CPU counts as the nodes'.
     @ivar extra: pids whose CPU is measured beside them (Redis).
+    @ivar refusal: the first reply to a PUB that was not C{OK PUB}.
     """
 
     def __init__(self, name: str, stack: ExitStack) -> None:
@@ -72,6 +77,7 @@ class Setup:
         self.extra: list[int] = []
         self.subscribers: list[socket.socket] = []
         self.publisher: socket.socket | None = None
+        self.refusal = ""
 
     def start_node(self, arguments: list[str]) -> Twistd:
         """
@@ -139,9 +145,11 @@ class Setup:
         """
         assert self.publisher is not None
         pids = [node.process.pid for node in self.nodes]
-        return measure(
+        figures, tally = measure(
             self.publisher, self.subscribers, pids, self.extra, rate, duration, size
         )
+        self.refusal = self.refusal or tally.refusal
+        return figures
 
 
 def _read_line(sock: socket.socket, timeout: float = 10.0) -> bytes:
@@ -230,7 +238,8 @@ def verdict(name: str, values: list[float], bound: float, unit: str) -> str:
 
 LABELS = {"memory": "memory broker, 1 node", "redis": "redis broker, 2 nodes"}
 COLUMNS = (
-    # heading, width, key, format; "lost" is missing + disorder, summed
+    # heading, width, key, format; "lost" (deliveries of publishes answered
+    # OK PUB that never came, or came out of order) is summed over rounds
     ("deliv/s", 10, "deliveries/s", ",.0f"),
     ("node us/dlv", 12, "node cpu us", ".2f"),
     ("redis us/dlv", 13, "broker cpu us", ".2f"),
@@ -243,13 +252,15 @@ COLUMNS = (
 )
 
 
-def print_rows(results: dict[str, list[dict[str, float]]]) -> None:
+def print_rows(
+    results: dict[str, list[dict[str, float]]], refusals: dict[str, str]
+) -> None:
     """
     One line per setup: the medians of its rounds (lost: the sum).
     C{srv_wait}/C{lg_wait} are the fractions of the window the busiest
     server and the load spent waiting for a CPU.
     """
-    print(f"  {'setup':24}" + "".join(f"{h:>{w}}" for h, w, _, _ in COLUMNS))
+    print(f"  {'setup':23}" + "".join(f" {h:>{w - 1}}" for h, w, _, _ in COLUMNS))
     for name, rounds in results.items():
         row = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
         row["lost"] = sum(r["missing"] + r["disorder"] for r in rounds)
@@ -259,14 +270,15 @@ def print_rows(results: dict[str, list[dict[str, float]]]) -> None:
         ]
         widths = [width for _, width, _, _ in COLUMNS]
         print(
-            f"  {LABELS[name]:24}"
-            + "".join(f"{c:>{w}}" for c, w in zip(cells, widths, strict=True))
+            f"  {LABELS[name]:23}"
+            + "".join(f" {c:>{w - 1}}" for c, w in zip(cells, widths, strict=True))
         )
         notes = [
             (row["lg cpu"] > 0.9, "the load generator was saturated"),
             (
                 max(row["server wait"], row["lg wait"]) > 0.05,
-                "processes waited for a CPU (other work on the machine): "
+                "servers or load waited for a CPU (each other on core 0, or other "
+                "work on the machine): "
                 "latency includes it",
             ),
         ]
@@ -276,8 +288,12 @@ def print_rows(results: dict[str, list[dict[str, float]]]) -> None:
                 f"{sum(r[key] for r in rounds):.0f} {what}",
             )
             for key, what in (
+                ("missing", "deliveries of publishes answered OK PUB never came"),
+                ("disorder", "deliveries out of order or repeated"),
+                ("timed out", "windows ended 10 s after the last publish, not drained"),
                 ("gaps", "GAP lines"),
-                ("errors", "unexpected lines (ERROR ...)"),
+                ("refused", f"publishes refused (first: {refusals.get(name)!r})"),
+                ("errors", "unexpected lines to subscribers"),
                 ("miscounts", "OK PUB <n> replies with n not every subscriber"),
             )
         ]
@@ -287,18 +303,21 @@ def print_rows(results: dict[str, list[dict[str, float]]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds a setup")
-    parser.add_argument("--subscribers", type=int, default=50, help="per Redis node")
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.splitlines()[1:3]))
+    parser.add_argument("--rounds", type=int, help="default 3 (--quick: 1)")
+    parser.add_argument("--duration", type=float, help="seconds a setup; 5 (2)")
+    parser.add_argument("--subscribers", type=int, help="per Redis node; 50 (10)")
     parser.add_argument("--rate", type=int, default=1000, help="publishes a second")
     parser.add_argument("--size", type=int, default=64, help="PUB line bytes")
-    parser.add_argument("--ceiling-requests", type=int, default=200000)
-    parser.add_argument("--quick", action="store_true", help="1 round of 2 s, 2 x 10")
+    parser.add_argument("--ceiling-requests", type=int, help="200000 (50000)")
+    parser.add_argument("--quick", action="store_true", help="the smaller defaults")
     options = parser.parse_args(argv)
-    if options.quick:
-        options.rounds, options.duration, options.subscribers = 1, 2.0, 10
-        options.ceiling_requests = 50000
+    defaults = (1, 2.0, 10, 50000) if options.quick else (3, 5.0, 50, 200000)
+    for name, default in zip(
+        ("rounds", "duration", "subscribers", "ceiling_requests"), defaults, strict=True
+    ):
+        if getattr(options, name) is None:
+            setattr(options, name, default)
     require_redis()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -322,10 +341,19 @@ def main(argv: list[str] | None = None) -> int:
                 results[setup.name].append(
                     setup.measure(options.rate, options.duration, options.size)
                 )
-        print_rows(results)
+        print_rows(results, {setup.name: setup.refusal for setup in setups})
         print(
             f"  redis-benchmark: {redis_ceiling(redis.port, options.ceiling_requests)}"
         )
+    per_publish = {
+        name: statistics.median(r["node cpu us/pub"] for r in rounds)
+        for name, rounds in results.items()
+    }
+    print(
+        f"  node CPU per publish: memory {per_publish['memory']:.0f} us, redis "
+        f"{per_publish['redis']:.0f} us (both nodes): crossing the broker costs "
+        f"{per_publish['redis'] - per_publish['memory']:+.0f} us a publish"
+    )
     cpu_ratios = [
         r["node cpu us"] / m["node cpu us"]
         for r, m in zip(results["redis"], results["memory"], strict=True)
@@ -347,8 +375,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     lost = sum(r["missing"] + r["disorder"] for r in results["redis"])
+    refused = sum(r["refused"] for r in results["redis"])
     print(
-        f"  {'met   ' if not lost else 'MISSED'} exactly once, in order: {lost:.0f} off"
+        f"  {'met   ' if not lost else 'MISSED'} every OK PUB delivered once, in order,"
+        f" through redis: {lost:.0f} deliveries missing or out of order"
+        f" ({refused:.0f} publishes refused)"
     )
     return 0
 

@@ -55,20 +55,25 @@ class Tally:
     What one measurement window read: deliveries in order per subscriber,
     their latencies, and the publisher's replies.
 
+    @ivar refusal: the first reply that was not C{OK PUB}, if any.
     @ivar latencies: nanoseconds from each delivery's send time to its read.
-    @ivar counts: C{delivered}, C{disorder} (a sequence number that is not
-        the last one plus one: lost, duplicated or reordered), C{gaps}
-        (C{GAP} lines), C{errors} (anything else unexpected), C{acks}
-        (C{OK PUB} replies), C{miscounts} (C{OK PUB <n>} with n not the
-        number of subscribers).
+    @ivar counts: C{delivered}, C{disorder} (a sequence number not above
+        the last one: repeated or reordered; a skipped one is a missing
+        delivery, or its publish was refused), C{gaps}
+        (C{GAP} lines), C{errors} (anything else unexpected on a
+        subscriber), C{acks} (C{OK PUB} replies), C{refused} (any other
+        reply to a PUB, such as C{ERROR unavailable: broker}), C{miscounts}
+        (C{OK PUB <n>} with n not the number of subscribers).
     """
 
     def __init__(self, subscribers: int) -> None:
         self.subscribers = subscribers
         self.latencies: list[int] = []
         self.counts = dict.fromkeys(
-            ("delivered", "disorder", "gaps", "errors", "acks", "miscounts"), 0
+            ("delivered", "disorder", "gaps", "errors", "acks", "refused", "miscounts"),
+            0,
         )
+        self.refusal = ""
         self._pending: dict[Any, bytes] = {}
         self._last: dict[Any, int] = {}
 
@@ -100,7 +105,8 @@ class Tally:
                 counts["acks"] += 1
                 counts["miscounts"] += line != expected
             else:
-                counts["errors"] += 1
+                counts["refused"] += 1
+                self.refusal = self.refusal or line.decode(errors="replace")
 
     def _deliveries(self, sock: Any, lines: list[bytes], received: int) -> None:
         counts = self.counts
@@ -117,7 +123,7 @@ class Tally:
                 seq = int(parts[2])
                 self.latencies.append(received - int(parts[3]))
                 counts["delivered"] += 1
-                counts["disorder"] += seq != last + 1
+                counts["disorder"] += seq <= last  # a skipped seq shows in "missing"
                 last = seq
         self._last[sock] = last
 
@@ -130,11 +136,13 @@ def measure(
     rate: int,
     duration: float,
     size: int,
-) -> dict[str, float]:
+) -> tuple[dict[str, float], Tally]:
     """
     Publish at C{rate} for C{duration} seconds and read every delivery (or
     give up 10 s after the last publish).  CPU per delivery is reported for
     C{node_pids} together and C{broker_pids} together.
+
+    @return: the window's figures, and its L{Tally}.
     """
     total = max(1, int(rate * duration))
     wanted = total * len(subscribers)
@@ -153,7 +161,10 @@ def measure(
     interval = 1e9 / rate
     sent = 0
     drain_deadline = start + int((duration + 10) * 1e9)
-    while counts["delivered"] < wanted or counts["acks"] + counts["errors"] < total:
+    timed_out = 0
+    while counts["delivered"] < wanted or counts["acks"] + counts["refused"] < total:
+        # a refused PUB (told to the publisher) is not waited for
+        wanted = (total - counts["refused"]) * len(subscribers)
         now = time.perf_counter_ns()
         if sent < total:
             due = min(total, int((now - start) / interval) + 1)
@@ -167,6 +178,7 @@ def measure(
                 sent = due
             wait = (start + sent * interval - time.perf_counter_ns()) / 1e9
         elif now > drain_deadline:
+            timed_out = 1
             break
         else:
             wait = 0.1
@@ -188,21 +200,25 @@ def measure(
     delivered = max(counts["delivered"], 1)
     nodes = len(node_pids)
     latencies_ms = [value / 1e6 for value in tally.latencies]
-    return {
+    figures = {
         "deliveries/s": counts["delivered"] / elapsed,
         "node cpu us": sum(spent[:nodes]) / delivered * 1e6,
         "broker cpu us": sum(spent[nodes:]) / delivered * 1e6,
+        "node cpu us/pub": sum(spent[:nodes]) / max(counts["acks"], 1) * 1e6,
         "p50 ms": statistics.median(latencies_ms) if latencies_ms else 0.0,
         "p99 ms": percentile(latencies_ms, 0.99),
-        "missing": wanted - counts["delivered"],
+        "missing": counts["acks"] * len(subscribers) - counts["delivered"],
         "disorder": counts["disorder"],
         "gaps": counts["gaps"],
         "errors": counts["errors"],
+        "refused": counts["refused"],
+        "timed out": timed_out,
         "miscounts": counts["miscounts"],
         "lg cpu": own / elapsed,
         "lg wait": waits[0] / elapsed,
         "server wait": max(waits[1:]) / elapsed,
     }
+    return figures, tally
 
 
 def _own_cpu() -> float:

@@ -6,6 +6,8 @@ node and Redis (or any server) to simulate a broken network path.
     ... point the node at 127.0.0.1:proxy.port ...
     proxy.cut()        # every proxied connection drops; new ones are dropped
     proxy.restore()    # new connections go through again
+    proxy.cut(refuse=True)  # ... and new ones are refused (nothing listens)
+    proxy.stall()      # connections stay open but no byte moves either way
 
 One background thread runs a C{selectors} loop; the public methods are safe
 to call from any thread and return once the loop has done the work.
@@ -34,6 +36,22 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def _listen(port: int) -> socket.socket:
+    """
+    A non-blocking listening socket on C{127.0.0.1:port}.
+    """
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", port))
+        listener.listen(128)
+    except OSError:
+        listener.close()
+        raise
+    listener.setblocking(False)
+    return listener
 
 
 def _drop(sock: socket.socket, reset: bool) -> None:
@@ -84,18 +102,17 @@ class CutProxy:
         """
         self._target = (host, target_port)
         self._limit = buffer_limit
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(128)
-        self._listener.setblocking(False)
+        self._listener: socket.socket | None = _listen(0)
         self.port: int = self._listener.getsockname()[1]
         self.accepted = 0
         self.dropped = 0
         self._cut = False
+        self._stalled = False
         self._closed = False
+        self._failure: Exception | None = None
         self._sides: dict[socket.socket, _Side] = {}
-        self._controls: queue.Queue[tuple[str, bool, threading.Event]] = queue.Queue()
+        self._controls: queue.Queue[tuple[str, dict[str, bool], threading.Event]]
+        self._controls = queue.Queue()
         self._wake_reader, self._wake_writer = socket.socketpair()
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._listener, selectors.EVENT_READ, "accept")
@@ -125,19 +142,32 @@ class CutProxy:
     def is_cut(self) -> bool:
         return self._cut
 
-    def cut(self, reset: bool = True) -> None:
+    def cut(self, reset: bool = True, refuse: bool = False) -> None:
         """
         Close every proxied connection at once, on both sides, and drop new
-        ones as they arrive until L{restore}.  With C{reset} (the default)
-        the peers get a RST, as from a broken path; otherwise a FIN.
+        ones as they arrive until L{restore}.
+
+        @param reset: the peers get a RST, as from a broken path (the
+            default); otherwise a FIN.
+        @param refuse: stop listening, so new connections are refused
+            (C{ECONNREFUSED}) instead of accepted and dropped at once.
         """
-        self._control("cut", reset)
+        self._control("cut", reset=reset, refuse=refuse)
+
+    def stall(self) -> None:
+        """
+        Stop moving bytes in both directions, closing nothing: a silent
+        path that only timeouts and heartbeats notice.  New connections are
+        accepted and stalled too.  L{restore} lets the bytes flow again.
+        """
+        self._control("stall")
 
     def restore(self) -> None:
         """
-        Forward new connections again.
+        End a L{cut} or L{stall}: forward new connections (listening again
+        on the same port after C{cut(refuse=True)}) and move bytes again.
         """
-        self._control("restore", False)
+        self._control("restore")
 
     def close(self) -> None:
         """
@@ -145,7 +175,7 @@ class CutProxy:
         Idempotent.
         """
         if self._thread.is_alive():
-            self._control("close", False)
+            self._control("close")
             self._thread.join(_CONTROL_TIMEOUT)
 
     def wait_for_connections(self, count: int, timeout: float = 10.0) -> bool:
@@ -159,14 +189,17 @@ class CutProxy:
             time.sleep(0.02)
         return True
 
-    def _control(self, name: str, flag: bool) -> None:
+    def _control(self, name: str, **flags: bool) -> None:
         if not self._thread.is_alive():
             raise RuntimeError("the proxy is closed")
         done = threading.Event()
-        self._controls.put((name, flag, done))
+        self._controls.put((name, flags, done))
         self._wake_writer.send(b"x")
         if not done.wait(_CONTROL_TIMEOUT):
             raise RuntimeError(f"the proxy did not {name} in time")
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise RuntimeError(f"the proxy could not {name}: {failure}")
 
     def _loop(self) -> None:
         try:
@@ -185,20 +218,52 @@ class CutProxy:
         self._wake_reader.recv(4096)
         while True:
             try:
-                name, flag, done = self._controls.get_nowait()
+                name, flags, done = self._controls.get_nowait()
             except queue.Empty:
                 return
-            if name == "cut":
-                self._cut = True
-                self._drop_all(reset=flag)
-            elif name == "restore":
-                self._cut = False
-            else:
-                self._closed = True
-            done.set()
+            try:
+                if name == "cut":
+                    self._cut = True
+                    self._drop_all(reset=flags["reset"])
+                    if flags["refuse"]:
+                        self._stop_listening()
+                elif name == "stall":
+                    self._stalled = True
+                    for side in self._sides.values():
+                        self._interest(side)
+                elif name == "restore":
+                    try:
+                        self._restore()
+                    except OSError as failure:
+                        self._failure = failure
+                else:
+                    self._closed = True
+            finally:
+                done.set()
+
+    def _stop_listening(self) -> None:
+        if self._listener is not None:
+            self._selector.unregister(self._listener)
+            self._listener.close()
+            self._listener = None
+
+    def _restore(self) -> None:
+        self._cut = self._stalled = False
+        for side in self._sides.values():
+            self._interest(side)
+        deadline = time.monotonic() + 5
+        while self._listener is None:
+            try:
+                self._listener = _listen(self.port)
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+                continue
+            self._selector.register(self._listener, selectors.EVENT_READ, "accept")
 
     def _accept(self) -> None:
-        while True:
+        while self._listener is not None:
             try:
                 client, _ = self._listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -255,6 +320,8 @@ class CutProxy:
         events = selectors.EVENT_WRITE if side.out else 0
         if len(side.peer.out) < self._limit:
             events |= selectors.EVENT_READ
+        if self._stalled:
+            events = 0
         if events == side.events:
             return
         if not side.events:
@@ -278,7 +345,8 @@ class CutProxy:
 
     def _shutdown(self) -> None:
         self._drop_all(reset=False)
-        for sock in (self._listener, self._wake_reader, self._wake_writer):
+        self._stop_listening()
+        for sock in (self._wake_reader, self._wake_writer):
             try:
                 self._selector.unregister(sock)
             except (KeyError, ValueError):

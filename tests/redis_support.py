@@ -15,6 +15,7 @@ temporary directory that also holds its log (L{RedisServer.log}).
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import shutil
@@ -74,6 +75,20 @@ def require_redis() -> None:
         raise SkipTest(reason)
 
 
+def _die_with_parent() -> None:
+    """
+    In the child: get SIGTERM when the process that started it dies, so a
+    test run killed by a timeout leaves no Redis behind (Linux only; a
+    no-op elsewhere).  The signal comes when the I{thread} that started it
+    ends: start servers from a thread that outlives them.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class RedisError(Exception):
     """
     An error reply (C{-ERR ...}) from Redis; the message is the reply's text.
@@ -87,9 +102,30 @@ class RespConnection:
     messages keep arriving).
     """
 
-    def __init__(self, host: str, port: int, timeout: float = 5.0) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        timeout: float = 5.0,
+        password: str | None = None,
+    ) -> None:
+        """
+        Connect to C{(host, port)}, or to the UNIX socket C{host} when it is
+        a path (starts with C{/}); AUTH with C{password} when given.
+        """
+        if host.startswith("/"):
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            self.sock.connect(host)
+        else:
+            self.sock = socket.create_connection((host, port), timeout=timeout)
         self._buffer = b""
+        if password is not None:
+            try:
+                self.call("AUTH", password)
+            except BaseException:
+                self.sock.close()
+                raise
 
     def send(self, *args: object) -> None:
         """
@@ -190,6 +226,8 @@ class RedisServer:
         wrapper: Sequence[str] = (),
         timeout: float = 10.0,
         start: bool = True,
+        password: str | None = None,
+        unix_socket: bool = False,
     ) -> None:
         """
         @param port: a fixed port; by default a free one is found (and
@@ -199,6 +237,10 @@ class RedisServer:
         @param wrapper: a command prefix such as C{["taskset", "-c", "0"]}.
         @param timeout: how long to wait for the server to answer PING.
         @param start: start it now.
+        @param password: require this password (C{--requirepass}); L{url}
+            carries it and L{command} sends AUTH first.
+        @param unix_socket: also listen on C{<directory>/redis.sock}
+            (L{unix_path}, L{unix_url}).
         """
         binary = redis_server_path()
         if binary is None:
@@ -208,6 +250,8 @@ class RedisServer:
         self._wrapper = list(wrapper)
         self._timeout = timeout
         self._fixed_port = port is not None
+        self.password = password
+        self._unix_socket = unix_socket
         self.port = port or 0
         self.directory = tempfile.mkdtemp(prefix="echoplus-redis-")
         self.process: subprocess.Popen[bytes] | None = None
@@ -228,9 +272,24 @@ class RedisServer:
     @property
     def url(self) -> str:
         """
-        C{redis://127.0.0.1:PORT}.
+        C{redis://127.0.0.1:PORT}, or C{redis://:PASSWORD@127.0.0.1:PORT}.
         """
-        return f"redis://127.0.0.1:{self.port}"
+        secret = f":{self.password}@" if self.password is not None else ""
+        return f"redis://{secret}127.0.0.1:{self.port}"
+
+    @property
+    def unix_path(self) -> str:
+        """
+        The UNIX socket's path (it exists only with C{unix_socket=True}).
+        """
+        return os.path.join(self.directory, "redis.sock")
+
+    @property
+    def unix_url(self) -> str:
+        """
+        C{unix:///path/redis.sock}, the broker URL for the UNIX socket.
+        """
+        return f"unix://{self.unix_path}"
 
     @property
     def log_path(self) -> str:
@@ -284,12 +343,18 @@ class RedisServer:
             "--appendonly", "no",
             "--dir", self.directory,
             "--logfile", self.log_path,
+            *self._options(),
             *self._arguments,
         ]  # fmt: skip
         log_size = len(self.log())
-        self.process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
-        )
+        with open(self.log_path, "ab") as log:  # early errors go to stderr
+            self.process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                preexec_fn=_die_with_parent,
+            )
         deadline = time.monotonic() + self._timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -301,10 +366,18 @@ class RedisServer:
         self.kill()
         return f"no PONG within {self._timeout:g} s; log:\n{self.log()[log_size:]}"
 
+    def _options(self) -> list[str]:
+        options = []
+        if self.password is not None:
+            options += ["--requirepass", self.password]
+        if self._unix_socket:
+            options += ["--unixsocket", self.unix_path, "--unixsocketperm", "700"]
+        return options
+
     def _answers_ping(self) -> bool:
         """
         Whether something on the port answers an inline C{PING} with
-        C{+PONG}.
+        C{+PONG} (or C{-NOAUTH}: up, with a password).
         """
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
@@ -315,7 +388,7 @@ class RedisServer:
                     if not chunk:
                         return False
                     reply += chunk
-                return reply.startswith(b"+PONG")
+                return reply.startswith((b"+PONG", b"-NOAUTH"))
         except OSError:
             return False
 
@@ -385,9 +458,10 @@ class RedisServer:
 
     def connect(self, timeout: float = 5.0) -> RespConnection:
         """
-        A new L{RespConnection} to this server (close it when done).
+        A new L{RespConnection} to this server, authenticated when it has a
+        password (close it when done).
         """
-        return RespConnection("127.0.0.1", self.port, timeout)
+        return RespConnection("127.0.0.1", self.port, timeout, self.password)
 
     def command(self, *args: object, timeout: float = 5.0) -> Reply:
         """

@@ -61,15 +61,17 @@ class TallyTests(SynchronousTestCase):
 
     def test_disorder_gaps_and_errors(self) -> None:
         """
-        A skipped or repeated sequence number is disorder; GAP and ERROR
-        lines are counted apart; the readiness probe is ignored.
+        A repeated or earlier sequence number is disorder, a skipped one is
+        not (its publish may have been refused); GAP and ERROR lines are
+        counted apart; the readiness probe is ignored.
         """
         self.feed(
             b"MSG bench ready\nMSG bench 0 1 x\nMSG bench 2 1 x\nMSG bench 2 1 x\n"
+            b"MSG bench 1 1 x\n"
             b"GAP bench\nERROR unavailable: broker\n"
         )
         counts = self.tally.counts
-        self.assertEqual(counts["delivered"], 3)
+        self.assertEqual(counts["delivered"], 4)
         self.assertEqual(counts["disorder"], 2)
         self.assertEqual(counts["gaps"], 1)
         self.assertEqual(counts["errors"], 1)
@@ -77,13 +79,13 @@ class TallyTests(SynchronousTestCase):
     def test_publisher_replies(self) -> None:
         """
         OK PUB replies are acknowledgements; a count that is not every
-        subscriber is a miscount; anything else is an error.
+        subscriber is a miscount; anything else is a refused publish.
         """
         self.feed(b"OK PUB 2\nOK PUB 1\nERROR unavailable: broker\n", publisher=True)
         counts = self.tally.counts
         self.assertEqual(counts["acks"], 2)
         self.assertEqual(counts["miscounts"], 1)
-        self.assertEqual(counts["errors"], 1)
+        self.assertEqual(counts["refused"], 1)
         self.assertEqual(counts["delivered"], 0)
 
 

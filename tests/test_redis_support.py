@@ -7,9 +7,13 @@ whose link can be cut and restored.
 from __future__ import annotations
 
 import os
+import select
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from unittest import mock
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
@@ -17,6 +21,8 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from tests import redis_support
 from tests.cut_proxy import CutProxy, free_port
 from tests.redis_support import RedisError, RedisServer, RespConnection
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 class _EchoServer:
@@ -84,6 +90,17 @@ def _dropped(port: int) -> bool:
             return sock.recv(10) == b""
     except ConnectionError:
         return True
+
+
+def _alive(pid: int) -> bool:
+    """
+    Whether process C{pid} runs (a zombie, dead but not reaped, does not).
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 class SkipTests(SynchronousTestCase):
@@ -228,6 +245,35 @@ class RedisServerTests(SynchronousTestCase):
         self.assertFalse(other.running)
         self.assertEqual(self.redis.command("PING"), "PONG")
 
+    def test_dies_with_parent(self) -> None:
+        """
+        A Redis started by a process that is killed stops too.
+        """
+        script = (
+            "import sys, time\n"
+            "from tests.redis_support import RedisServer\n"
+            "redis = RedisServer()\n"
+            "print(redis.process.pid, flush=True)\n"
+            "time.sleep(60)\n"
+        )
+        parent = subprocess.Popen(
+            [sys.executable, "-c", script],
+            stdout=subprocess.PIPE,
+            cwd=str(REPO),
+            env=dict(os.environ, PYTHONPATH=str(REPO)),
+        )
+        self.addCleanup(parent.wait)
+        self.addCleanup(parent.kill)
+        assert parent.stdout is not None
+        ready, _, _ = select.select([parent.stdout], [], [], 30)
+        self.assertTrue(ready, "the parent did not start redis-server in 30 s")
+        pid = int(parent.stdout.readline())
+        parent.kill()
+        deadline = time.monotonic() + 10
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertFalse(_alive(pid))
+
     def test_close_removes_directory(self) -> None:
         """
         close() stops the server and removes its temporary directory.
@@ -237,6 +283,31 @@ class RedisServerTests(SynchronousTestCase):
         self.redis.close()
         self.assertFalse(self.redis.running)
         self.assertFalse(os.path.exists(directory))
+
+
+class RedisServerOptionsTests(SynchronousTestCase):
+    def test_password(self) -> None:
+        """
+        With a password, the URL carries it, command() authenticates, and a
+        connection without AUTH is refused.
+        """
+        redis = RedisServer.start_for(self, password="s3cret")
+        self.assertEqual(redis.url, f"redis://:s3cret@127.0.0.1:{redis.port}")
+        self.assertEqual(redis.command("SET", "k", "v"), "OK")
+        anonymous = RespConnection("127.0.0.1", redis.port)
+        self.addCleanup(anonymous.close)
+        error = self.assertRaises(RedisError, anonymous.call, "GET", "k")
+        self.assertIn("NOAUTH", str(error))
+
+    def test_unix_socket(self) -> None:
+        """
+        With unix_socket, the server also answers on the socket of unix_url.
+        """
+        redis = RedisServer.start_for(self, unix_socket=True)
+        self.assertEqual(redis.unix_url, "unix://" + redis.unix_path)
+        connection = RespConnection(redis.unix_path, 0)
+        self.addCleanup(connection.close)
+        self.assertEqual(connection.call("PING"), "PONG")
 
 
 class CutProxyTests(SynchronousTestCase):
@@ -295,6 +366,43 @@ class CutProxyTests(SynchronousTestCase):
         self.proxy.restore()
         self.assertEqual(self.proxy.port, port)
         self.assertEqual(_round_trip(port), b"hello")
+
+    def test_cut_refuse(self) -> None:
+        """
+        cut(refuse=True) stops listening, so new connections are refused;
+        restore() listens again on the same port.
+        """
+        port = self.proxy.port
+        self.proxy.cut(refuse=True)
+        self.assertRaises(
+            ConnectionRefusedError, socket.create_connection, ("127.0.0.1", port), 5
+        )
+        self.proxy.restore()
+        self.assertEqual(self.proxy.port, port)
+        self.assertEqual(_round_trip(port), b"hello")
+
+    def test_stall(self) -> None:
+        """
+        stall() keeps connections open but moves no bytes, also on new
+        connections; restore() delivers what was held.
+        """
+        sock = socket.create_connection(("127.0.0.1", self.proxy.port), timeout=5)
+        self.addCleanup(sock.close)
+        sock.sendall(b"one")
+        self.assertEqual(_receive(sock, 3), b"one")
+        self.proxy.stall()
+        sock.sendall(b"two")
+        late = socket.create_connection(("127.0.0.1", self.proxy.port), timeout=5)
+        self.addCleanup(late.close)
+        late.sendall(b"three")
+        for each in (sock, late):
+            each.settimeout(0.3)
+            self.assertRaises(socket.timeout, each.recv, 10)
+            each.settimeout(5)
+        self.assertEqual(self.proxy.connections, 2)
+        self.proxy.restore()
+        self.assertEqual(_receive(sock, 3), b"two")
+        self.assertEqual(_receive(late, 5), b"three")
 
     def test_target_down(self) -> None:
         """
