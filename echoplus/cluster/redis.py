@@ -93,9 +93,10 @@ class RedisBroker:
         self._queued = 0
         self._cursors: dict[bytes, TopicCursor] = {}
         self._joining: dict[bytes, list[Deferred[None]]] = {}
-        self._epochs = (
-            b"%s.%d" % (secrets.token_hex(6).encode(), n) for n in itertools.count()
-        )
+        # Candidate epochs for a topic's first publish: unique per node and
+        # publish, with one random draw per node (not one per publish).
+        token = secrets.token_hex(6).encode()
+        self._epochs = (b"%s.%d" % (token, n) for n in itertools.count())
         self._was_up = False
         self._ready = False
         self._outage_told = False
