@@ -459,6 +459,34 @@ class RedisBrokerTests(SynchronousTestCase):
         self.assertEqual(two.replies(), [b"OK PUB 0"])
 
 
+class RedisBrokerRaceTests(SynchronousTestCase):
+    """
+    The Redis engine under interleavings: subscriptions racing each other
+    and the link, counts after an outage, and the publish cap on a link
+    that does not answer.
+    """
+
+    def _release_all(self, server: FakeRedis) -> None:
+        while server.held:
+            server.release()
+
+    def test_resubscribe_during_join_answers_every_sub(self) -> None:
+        """
+        SUB, SUB, UNSUB, SUB of one topic while the first join is in
+        flight: every request is answered (the second SUB waited on the
+        first join, which a second join must not forget).
+        """
+        cluster = _Cluster(nodes=1)
+        (harness,) = cluster.harnesses
+        cluster.server.hold_replies = True
+        harness.send(b"SUB t", b"SUB t", b"UNSUB t", b"SUB t")
+        self._release_all(cluster.server)
+        self.assertEqual(
+            harness.replies(), [b"OK SUB t", b"OK SUB t", b"OK UNSUB t", b"OK SUB t"]
+        )
+        self.assertEqual(cluster.brokers[0]._joining, {})
+
+
 class BrokerURLTests(SynchronousTestCase):
     """
     --broker values: the accepted forms, and one-line errors otherwise.

@@ -210,7 +210,7 @@ class RedisBroker:
         count the subscriber, and learn the topic's position (after every
         frame published before it was received: see L{RedisLink.sync}).
         """
-        self._joining[topic] = []
+        waiters = self._joining[topic] = []
         position: list[tuple[bytes, int]] = []
         joined = self._link.listen(topic)
         joined.addCallback(lambda _: self._count(topic))
@@ -219,7 +219,11 @@ class RedisBroker:
         joined.addCallback(lambda _: cursor.place(*position[0]))
 
         def release(result: Any) -> Any:
-            for waiter in self._joining.pop(topic, []):
+            # Only this join's waiters: the topic may have been left and
+            # joined again meanwhile, by a join with waiters of its own.
+            if self._joining.get(topic) is waiters:
+                del self._joining[topic]
+            for waiter in waiters:
                 waiter.callback(None)
             return result
 
