@@ -486,6 +486,24 @@ class RedisBrokerRaceTests(SynchronousTestCase):
         )
         self.assertEqual(cluster.brokers[0]._joining, {})
 
+    def test_unsubscribed_while_down_stops_counting(self) -> None:
+        """
+        A topic whose last local subscriber left while the link was down
+        no longer counts this node's subscribers once the link is back.
+        """
+        cluster = _Cluster()
+        one, two = cluster.harnesses
+        gone = one.client()
+        one.send(b"SUB t")
+        gone.send(b"SUB u")
+        cluster.links[0].drop()
+        one.send(b"UNSUB t")
+        gone.close()
+        cluster.links[0].connect()
+        two.send(b"PUB t x", b"PUB u y")
+        self.assertEqual(two.replies(), [b"OK PUB 0", b"OK PUB 0"])
+        self.assertEqual(cluster.server.subs, {b"t": {}, b"u": {}})
+
 
 class BrokerURLTests(SynchronousTestCase):
     """

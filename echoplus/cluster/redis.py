@@ -93,6 +93,9 @@ class RedisBroker:
         self._queued = 0
         self._cursors: dict[bytes, TopicCursor] = {}
         self._joining: dict[bytes, list[Deferred[None]]] = {}
+        # Topics left by their last local subscriber whose count of 0 Redis
+        # may not have recorded yet (the link was down or went down).
+        self._uncounted: set[bytes] = set()
         self._epochs = (
             b"%s.%d" % (secrets.token_hex(6).encode(), n) for n in itertools.count()
         )
@@ -183,6 +186,7 @@ class RedisBroker:
         emptied = self.local.remove(topic, context)
         if emptied:
             self._cursors.pop(topic, None)
+            self._uncounted.add(topic)
         if self._link.up:
             if emptied:
                 self._link.unlisten(topic).addErrback(self._quietly, "unsubscribe")
@@ -202,7 +206,16 @@ class RedisBroker:
     # Subscribing.
 
     def _count(self, topic: bytes) -> Deferred[tuple[bytes, int]]:
-        return self._link.set_count(topic, self.local.count(topic))
+        count = self.local.count(topic)
+        counted = self._link.set_count(topic, count)
+        if count == 0:
+            counted.addCallback(self._zeroed, topic)
+        return counted
+
+    def _zeroed(self, result: Any, topic: bytes) -> Any:
+        if not self.local.count(topic):
+            self._uncounted.discard(topic)
+        return result
 
     def _join(self, topic: bytes, cursor: TopicCursor) -> Deferred[Any]:
         """
@@ -325,6 +338,10 @@ class RedisBroker:
         after its cursor as its channel is back.
         """
         restoring = [self._beat()]
+        self._uncounted.difference_update(self.local)
+        for topic in sorted(self._uncounted):
+            # Left while the link was down: stop counting it in Redis.
+            restoring.append(self._count(topic))
         for topic in self.local:
             cursor = self._cursors.get(topic)
             if cursor is None:
@@ -336,9 +353,11 @@ class RedisBroker:
                 lambda _, topic=topic, cursor=cursor: self._recover(topic, cursor)
             )
             restoring.append(restored)
-        DeferredList(restoring, consumeErrors=True).addCallback(self._restored)
+        DeferredList(restoring, consumeErrors=True).addCallback(
+            self._restored, len(self.local.topics)
+        )
 
-    def _restored(self, results: list[tuple[bool, Any]]) -> None:
+    def _restored(self, results: list[tuple[bool, Any]], topics: int) -> None:
         if not self._link.up:
             return  # lost again meanwhile; the next _up starts over
         if not all(ok for ok, _ in results):
@@ -353,7 +372,7 @@ class RedisBroker:
             "Broker {name} {what}; {topics} topic(s) restored",
             name=self.name,
             what="reconnected" if self._was_up else "connected",
-            topics=len(results) - 1,
+            topics=topics,
         )
         self._was_up = True
         self._outage_told = False
