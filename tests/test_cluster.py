@@ -504,6 +504,33 @@ class RedisBrokerRaceTests(SynchronousTestCase):
         self.assertEqual(two.replies(), [b"OK PUB 0", b"OK PUB 0"])
         self.assertEqual(cluster.server.subs, {b"t": {}, b"u": {}})
 
+    def test_timed_out_publishes_stay_queued(self) -> None:
+        """
+        A publish that timed out is still on its way to Redis (written,
+        waiting for its answer): it counts against the cap until Redis
+        answers or the link is lost, so a stalled link cannot take more
+        than the cap.
+        """
+        clock = Clock()
+        server = FakeRedis(clock)
+        link = FakeLink(server, b"n")
+        broker = RedisBroker(
+            link, clock, history=10, ttl=300, max_queued=2, timeout=5
+        )
+        broker.start()
+        link.connect()
+        server.hold_replies = True
+        harness = FrameHarness("line", "pubsub", broker=broker)
+        harness.send(b"PUB t 1", b"PUB t 2")
+        clock.advance(5)
+        harness.send(b"PUB t 3")
+        self.assertEqual(harness.replies(), [b"ERROR unavailable: broker"] * 3)
+        self.assertEqual(len(server.held), 2)
+        server.release()  # Redis answers at last
+        server.hold_replies = False
+        harness.send(b"PUB t 4")
+        self.assertEqual(harness.replies(), [b"OK PUB 0"])
+
 
 class BrokerURLTests(SynchronousTestCase):
     """

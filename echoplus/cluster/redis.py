@@ -155,9 +155,14 @@ class RedisBroker:
         sent = self._link.publish(
             topic, frame, origin, subscribed, next(self._epochs), self._clock.seconds()
         )
-        sent.addTimeout(self._timeout, self._clock)
+        # The publish stays queued until Redis answers or the link is lost,
+        # even when its answer timed out: it is written to the connection
+        # and counts against the cap until then.
         sent.addBoth(self._unqueue)
-        return sent.addCallbacks(self._published, self._publish_failed)
+        answer: Deferred[int] = Deferred()
+        sent.addBoth(self._answer, answer)
+        answer.addTimeout(self._timeout, self._clock)
+        return answer.addCallbacks(self._published, self._publish_failed)
 
     def subscribe(
         self, topic: bytes, context: ConnectionContext, gap: bytes | None = None
@@ -421,6 +426,10 @@ class RedisBroker:
     def _unqueue(self, result: Any) -> Any:
         self._queued -= 1
         return result
+
+    def _answer(self, result: Any, answer: Deferred[int]) -> None:
+        if not answer.called:
+            answer.callback(result)  # a Failure takes the errback chain
 
     def _published(self, subscribers: int) -> int:
         if self.metrics is not None:
