@@ -193,12 +193,20 @@ class FakeLink:
         ][:limit]
         return self.server.reply((meta[0], meta[1], entries))
 
-    def heartbeat(self) -> Deferred[int]:
+    def heartbeat(self) -> Deferred[tuple[int, bool]]:
         down = self._check()
         if down is not None:
             return down
-        self.server.nodes[self.node] = self.server.clock.seconds()
-        return self.server.reply(0)
+        server = self.server
+        now = server.clock.seconds()
+        rejoined = self.node not in server.nodes
+        server.nodes[self.node] = now
+        dead = [node for node, seen in server.nodes.items() if seen < now - server.ttl]
+        for node in dead:
+            del server.nodes[node]
+            for counts in server.subs.values():
+                counts.pop(node, None)
+        return server.reply((len(dead), rejoined))
 
     def leave(self) -> Deferred[Any]:
         self.server.nodes.pop(self.node, None)

@@ -514,9 +514,7 @@ class RedisBrokerRaceTests(SynchronousTestCase):
         clock = Clock()
         server = FakeRedis(clock)
         link = FakeLink(server, b"n")
-        broker = RedisBroker(
-            link, clock, history=10, ttl=300, max_queued=2, timeout=5
-        )
+        broker = RedisBroker(link, clock, history=10, ttl=300, max_queued=2, timeout=5)
         broker.start()
         link.connect()
         server.hold_replies = True
@@ -530,6 +528,21 @@ class RedisBrokerRaceTests(SynchronousTestCase):
         server.hold_replies = False
         harness.send(b"PUB t 4")
         self.assertEqual(harness.replies(), [b"OK PUB 0"])
+
+    def test_forgotten_node_counts_again(self) -> None:
+        """
+        A node that other nodes forgot (silent past the ttl: a blocked
+        reactor) records its subscribers again at its next heartbeat.
+        """
+        cluster = _Cluster()
+        one, two = cluster.harnesses
+        one.send(b"SUB t")
+        cluster.brokers[0]._heartbeat.stop()
+        cluster.clock.advance(31)  # node1 beats and forgets node0
+        self.assertNotIn(b"node0", cluster.server.nodes)
+        cluster.brokers[0]._heartbeat.start(10, now=True)
+        two.send(b"PUB t x")
+        self.assertEqual(two.replies(), [b"OK PUB 1"])
 
 
 class BrokerURLTests(SynchronousTestCase):

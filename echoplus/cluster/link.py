@@ -388,13 +388,16 @@ class RedisLink:
             [epoch or b"", after, max(limit, 1)],
         ).addCallback(lambda reply: (reply[0], int(reply[1]), list(reply[2:])))
 
-    def heartbeat(self) -> Deferred[int]:
+    def heartbeat(self) -> Deferred[tuple[int, bool]]:
         """
         Mark this node alive; forget nodes silent past the ttl.
+
+        @return: a L{Deferred} of how many nodes were forgotten, and whether
+            this node was not registered (its counts are gone).
         """
         return self._run(
             "heartbeat", [self.keys.nodes], [self.node, self._ttl, self.keys.prefix]
-        )
+        ).addCallback(lambda reply: (int(reply[0]), bool(int(reply[1]))))
 
     def leave(self) -> Deferred[Any]:
         """

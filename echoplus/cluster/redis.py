@@ -410,7 +410,23 @@ class RedisBroker:
             return succeed(None)
         beat = self._link.heartbeat()
         beat.addTimeout(max(self._ttl / 3, 0.1), self._clock)
+        beat.addCallback(self._beaten)
         return beat.addErrback(self._beat_failed)
+
+    def _beaten(self, reply: tuple[int, bool]) -> None:
+        _, rejoined = reply
+        if not (rejoined and self._ready):
+            return  # (a node coming up records its counts anyway)
+        # The other nodes forgot this one (silent past the ttl: a blocked
+        # reactor or a slow Redis) and deleted its counts: record them again.
+        self._log.warn(
+            "Broker {name}: this node was silent for longer than the ttl and "
+            "forgotten; recording its {topics} topic(s) again",
+            name=self.name,
+            topics=len(self.local.topics),
+        )
+        for topic in self.local:
+            self._count(topic).addErrback(self._quietly, "subscribe")
 
     def _beat_failed(self, failure: Failure) -> None:
         if self._link.up:

@@ -148,18 +148,20 @@ COUNT = Script(
 )
 
 #: KEYS: nodes.  ARGV: node, ttl, prefix.  Marks the node alive and forgets
-#: the nodes silent for longer than the ttl; returns how many.
+#: the nodes silent for longer than the ttl; returns {how many it forgot,
+#: 1 when the node itself was not registered (new, or forgotten: its
+#: counts are gone) else 0}.
 HEARTBEAT = Script(
     "heartbeat",
     (
         _NOW
         + _FORGET_NODE
         + """
-redis.call('ZADD', KEYS[1], now, ARGV[1])
+local rejoined = redis.call('ZADD', KEYS[1], now, ARGV[1])
 local limit = '(' .. (now - tonumber(ARGV[2]))
 local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', limit)
 for i = 1, #dead do forget_node(KEYS[1], ARGV[3], dead[i]) end
-return #dead
+return {#dead, rejoined}
 """
     ).encode(),
 )
