@@ -5,7 +5,8 @@ node and Redis (or any server) to simulate a broken network path.
     proxy = CutProxy.start_for(self, "127.0.0.1", redis.port)
     ... point the node at 127.0.0.1:proxy.port ...
     proxy.cut()        # every proxied connection drops; new ones are dropped
-    proxy.restore()    # new connections go through again
+    proxy.stall()      # connections stay open, but no byte moves any more
+    proxy.restore()    # new connections go through again; bytes move again
 
 One background thread runs a C{selectors} loop; the public methods are safe
 to call from any thread and return once the loop has done the work.
@@ -93,6 +94,7 @@ class CutProxy:
         self.accepted = 0
         self.dropped = 0
         self._cut = False
+        self._stalled = False
         self._closed = False
         self._sides: dict[socket.socket, _Side] = {}
         self._controls: queue.Queue[tuple[str, bool, threading.Event]] = queue.Queue()
@@ -133,9 +135,17 @@ class CutProxy:
         """
         self._control("cut", reset)
 
+    def stall(self) -> None:
+        """
+        Stop moving bytes, in both directions, on every proxied connection
+        and on new ones (accepted and connected, as through a black hole):
+        nothing is closed, nothing arrives.  L{restore} moves what waited.
+        """
+        self._control("stall", False)
+
     def restore(self) -> None:
         """
-        Forward new connections again.
+        Forward new connections, and move bytes, again.
         """
         self._control("restore", False)
 
@@ -191,8 +201,13 @@ class CutProxy:
             if name == "cut":
                 self._cut = True
                 self._drop_all(reset=flag)
+            elif name == "stall":
+                self._stalled = True
+                self._interest_all()
             elif name == "restore":
                 self._cut = False
+                self._stalled = False
+                self._interest_all()
             else:
                 self._closed = True
             done.set()
@@ -255,6 +270,8 @@ class CutProxy:
         events = selectors.EVENT_WRITE if side.out else 0
         if len(side.peer.out) < self._limit:
             events |= selectors.EVENT_READ
+        if self._stalled:
+            events = 0
         if events == side.events:
             return
         if not side.events:
@@ -264,6 +281,10 @@ class CutProxy:
         else:
             self._selector.modify(side.sock, events, side)
         side.events = events
+
+    def _interest_all(self) -> None:
+        for side in list(self._sides.values()):
+            self._interest(side)
 
     def _drop_pair(self, side: _Side, reset: bool) -> None:
         for each in (side, side.peer):

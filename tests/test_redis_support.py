@@ -286,6 +286,30 @@ class CutProxyTests(SynchronousTestCase):
         self.assertEqual(self.proxy.dropped, 1)
         self.assertEqual(self.echo.connections, [])
 
+    def test_stall(self) -> None:
+        """
+        stall() keeps a connection open but moves no byte, on it nor on a
+        new one; restore() moves what waited.
+        """
+        sock = socket.create_connection(("127.0.0.1", self.proxy.port), timeout=5)
+        self.addCleanup(sock.close)
+        sock.sendall(b"ping")
+        self.assertEqual(_receive(sock, 4), b"ping")
+        self.proxy.stall()
+        late = socket.create_connection(("127.0.0.1", self.proxy.port), timeout=5)
+        self.addCleanup(late.close)
+        sock.sendall(b"held")
+        late.sendall(b"late")
+        for each in (sock, late):
+            each.settimeout(0.3)
+            self.assertRaises(TimeoutError, each.recv, 10)
+        self.assertEqual(self.proxy.connections, 2)
+        self.proxy.restore()
+        sock.settimeout(5)
+        late.settimeout(5)
+        self.assertEqual(_receive(sock, 4), b"held")
+        self.assertEqual(_receive(late, 4), b"late")
+
     def test_restore(self) -> None:
         """
         After restore(), new connections go through again on the same port.
