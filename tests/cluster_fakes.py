@@ -90,6 +90,8 @@ class FakeLink:
         self.started = False
         self.channels: set[bytes] = set()
         self.resets = 0
+        #: The subscriber connection answers nothing (stalled).
+        self.subscriber_stalled = False
         self.on_up: Callable[[], None] = lambda: None
         self.on_down: Callable[[str], None] = lambda why: None
         self.on_failure: Callable[[str], None] = lambda why: None
@@ -236,5 +238,7 @@ class FakeLink:
         down = self._check()
         if down is not None:
             return down
+        if self.subscriber_stalled:
+            return Deferred()
         self.server.flush()
         return self.server.reply(None)

@@ -544,6 +544,22 @@ class RedisBrokerRaceTests(SynchronousTestCase):
         two.send(b"PUB t x")
         self.assertEqual(two.replies(), [b"OK PUB 1"])
 
+    def test_stalled_subscriber_connection_resets_the_link(self) -> None:
+        """
+        The heartbeat also checks the subscriber connection: when it stalls
+        while the command connection answers, the link is dropped and made
+        again (else the node's subscribers would miss every frame, and
+        still be counted).
+        """
+        cluster = _Cluster(nodes=1)
+        (harness,) = cluster.harnesses
+        harness.send(b"SUB t")
+        cluster.links[0].subscriber_stalled = True
+        cluster.clock.advance(10)
+        self.assertEqual(cluster.links[0].resets, 0)
+        cluster.clock.advance(10)
+        self.assertEqual(cluster.links[0].resets, 1)
+
 
 class BrokerURLTests(SynchronousTestCase):
     """

@@ -25,7 +25,14 @@ import itertools
 import secrets
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred, DeferredList, fail, succeed
+from twisted.internet.defer import (
+    Deferred,
+    DeferredList,
+    FirstError,
+    fail,
+    gatherResults,
+    succeed,
+)
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -408,9 +415,13 @@ class RedisBroker:
     def _beat(self) -> Deferred[Any]:
         if not self._link.up:
             return succeed(None)
-        beat = self._link.heartbeat()
+        # Both connections must answer: a stalled subscriber connection
+        # would lose every frame while this node is still counted.
+        beat = gatherResults(
+            [self._link.heartbeat(), self._link.sync()], consumeErrors=True
+        )
         beat.addTimeout(max(self._ttl / 3, 0.1), self._clock)
-        beat.addCallback(self._beaten)
+        beat.addCallback(lambda replies: self._beaten(replies[0]))
         return beat.addErrback(self._beat_failed)
 
     def _beaten(self, reply: tuple[int, bool]) -> None:
@@ -429,6 +440,8 @@ class RedisBroker:
             self._count(topic).addErrback(self._quietly, "subscribe")
 
     def _beat_failed(self, failure: Failure) -> None:
+        if failure.check(FirstError):
+            failure = failure.value.subFailure
         if self._link.up:
             self._log.warn(
                 "Broker {name}: heartbeat unanswered ({why}); reconnecting",
