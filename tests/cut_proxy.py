@@ -56,13 +56,14 @@ class _Side:
     One socket of a proxied pair and the bytes waiting to be written to it.
     """
 
-    __slots__ = ("sock", "peer", "out", "events")
+    __slots__ = ("sock", "peer", "out", "events", "frozen")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.peer: _Side = self
         self.out = bytearray()
         self.events = 0
+        self.frozen = False
 
 
 class CutProxy:
@@ -143,11 +144,15 @@ class CutProxy:
         """
         self._control("stall", False)
 
-    def restore(self) -> None:
+    def restore(self, thaw: bool = True) -> None:
         """
         Forward new connections, and move bytes, again.
+
+        @param thaw: with C{False}, the connections stalled so far stay
+            stalled for good (a path that lost their state, as a NAT or a
+            firewall does): only new connections go through.
         """
-        self._control("restore", False)
+        self._control("restore", thaw)
 
     def close(self) -> None:
         """
@@ -203,10 +208,14 @@ class CutProxy:
                 self._drop_all(reset=flag)
             elif name == "stall":
                 self._stalled = True
+                for side in self._sides.values():
+                    side.frozen = True
                 self._interest_all()
             elif name == "restore":
                 self._cut = False
                 self._stalled = False
+                for side in self._sides.values():
+                    side.frozen = side.frozen and not flag
                 self._interest_all()
             else:
                 self._closed = True
@@ -231,6 +240,7 @@ class CutProxy:
             self.accepted += 1
             first, second = _Side(client), _Side(upstream)
             first.peer, second.peer = second, first
+            first.frozen = second.frozen = self._stalled
             for side in (first, second):
                 side.sock.setblocking(False)
                 side.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -270,7 +280,7 @@ class CutProxy:
         events = selectors.EVENT_WRITE if side.out else 0
         if len(side.peer.out) < self._limit:
             events |= selectors.EVENT_READ
-        if self._stalled:
+        if side.frozen:
             events = 0
         if events == side.events:
             return

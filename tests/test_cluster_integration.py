@@ -305,6 +305,31 @@ class FailureTests(ClusterTestCase):
         )
         self.assertEqual(subscriber.quiet(), b"")
 
+    def test_black_holed_link(self) -> None:
+        """
+        The connections a node made during a stall never answer, even once
+        the path is back for new ones (a NAT or firewall that lost their
+        state): the node gives up on them and connects again.
+        """
+        redis = self.redis()
+        proxy = CutProxy.start_for(self, "127.0.0.1", redis.port)
+        far = self.node(f"redis://127.0.0.1:{proxy.port}", "--broker-ttl", "3")
+        near = self.node(redis.url)
+        (subscriber,) = self.subscribers(far, 1)
+        publisher = self.client(near)
+        accepted = proxy.accepted
+        proxy.stall()
+        far.wait_for(r"heartbeat unanswered", timeout=10)
+        deadline = time.monotonic() + 10
+        while proxy.accepted < accepted + 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertGreaterEqual(proxy.accepted, accepted + 2)  # new, stalled
+        self.assertEqual(publisher.ask(b"PUB t 1"), b"OK PUB 1")
+        proxy.restore(thaw=False)
+        far.wait_for(r"Broker \S+ reconnected", timeout=20)
+        self.assertEqual(publisher.ask(b"PUB t 2"), b"OK PUB 1")
+        self.assertEqual(subscriber.lines(2), [b"MSG t 1", b"MSG t 2"])
+
     def test_gap_beyond_history(self) -> None:
         """
         More missed than --broker-history holds: GAP <topic>, then the

@@ -310,6 +310,20 @@ class CutProxyTests(SynchronousTestCase):
         self.assertEqual(_receive(sock, 4), b"held")
         self.assertEqual(_receive(late, 4), b"late")
 
+    def test_restore_without_thaw(self) -> None:
+        """
+        restore(thaw=False) leaves the stalled connections stalled for good;
+        new ones go through.
+        """
+        sock = socket.create_connection(("127.0.0.1", self.proxy.port), timeout=5)
+        self.addCleanup(sock.close)
+        self.proxy.stall()
+        sock.sendall(b"held")
+        self.proxy.restore(thaw=False)
+        sock.settimeout(0.3)
+        self.assertRaises(TimeoutError, sock.recv, 10)
+        self.assertEqual(_round_trip(self.proxy.port), b"hello")
+
     def test_restore(self) -> None:
         """
         After restore(), new connections go through again on the same port.

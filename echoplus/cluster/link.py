@@ -211,7 +211,7 @@ class RedisLink:
                 subscriber_factory,
                 retryPolicy=retry,
                 clock=reactor,
-                prepareConnection=_ready,
+                prepareConnection=self._prepare_subscriber,
             ),
         }
         self._protocols: dict[str, Any] = {"command": None, "subscriber": None}
@@ -259,7 +259,33 @@ class RedisLink:
                 consumeErrors=True,
             )
 
-        return _ready(protocol).addCallback(load)
+        return self._in_time(protocol, _ready(protocol).addCallback(load))
+
+    def _prepare_subscriber(self, protocol: Any) -> Deferred[Any]:
+        return self._in_time(protocol, _ready(protocol))
+
+    def _in_time(self, protocol: Any, preparing: Deferred[Any]) -> Deferred[Any]:
+        """
+        Abort a new connection that is not ready within C{CONNECT_TIMEOUT}
+        (a path that stalls, or a server that does not answer): the
+        preparation then fails and C{ClientService} tries again.  Without
+        it, a connection that never answers would be waited for forever.
+        """
+
+        def abort() -> None:
+            protocol.factory.error = (
+                f"no answer within {CONNECT_TIMEOUT:g} s of connecting"
+            )
+            protocol.transport.abortConnection()
+
+        timer = self._reactor.callLater(CONNECT_TIMEOUT, abort)
+
+        def done(result: Any) -> Any:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        return preparing.addBoth(done)
 
     def _connected(self, protocol: Any, name: str) -> None:
         self._protocols[name] = protocol
