@@ -247,6 +247,34 @@ class TopicCursorTests(SynchronousTestCase):
         self.assertTrue(outcome.fetch_again)
         self.assertTrue(cursor.recovering)
 
+    def test_fetch_stopped_at_its_limit_is_paged(self) -> None:
+        """
+        A history fetch that returned fewer entries than the topic holds
+        (its limit) is not a gap and does not skip the rest: the cursor
+        fetches again from the last entry, and held frames wait.
+        """
+        cursor = TopicCursor(10)
+        cursor.place(b"e1", 1)
+        cursor.reconnected()
+        cursor.live(_envelope(6))
+        outcome = cursor.recovered(b"e1", 5, [_envelope(2), _envelope(3)])
+        self.assertEqual(
+            (outcome.gap, [e.offset for e in outcome.deliver], outcome.fetch_again),
+            (False, [2, 3], True),
+        )
+        self.assertEqual((cursor.offset, cursor.recovering), (3, True))
+        outcome = cursor.recovered(b"e1", 6, [_envelope(4), _envelope(5)])
+        self.assertEqual(
+            (outcome.gap, [e.offset for e in outcome.deliver], outcome.fetch_again),
+            (False, [4, 5], True),
+        )
+        outcome = cursor.recovered(b"e1", 6, [_envelope(6)])
+        self.assertEqual(
+            (outcome.gap, [e.offset for e in outcome.deliver], outcome.fetch_again),
+            (False, [6], False),
+        )
+        self.assertEqual((cursor.offset, cursor.recovering), (6, False))
+
     def test_unknown_position_owes_nothing(self) -> None:
         """
         A cursor that never learnt its position starts from the present.
@@ -559,6 +587,33 @@ class RedisBrokerRaceTests(SynchronousTestCase):
         self.assertEqual(cluster.links[0].resets, 0)
         cluster.clock.advance(10)
         self.assertEqual(cluster.links[0].resets, 1)
+
+    def test_shorter_history_than_the_stream_loses_nothing(self) -> None:
+        """
+        A node whose --broker-history is shorter than the topic's stream
+        (another node or echoplus publish keeps more) recovers every frame
+        it missed, not the first page of them.
+        """
+        clock = Clock()
+        server = FakeRedis(clock, history=1000)
+        links = [FakeLink(server, b"far"), FakeLink(server, b"near")]
+        brokers = [
+            RedisBroker(links[0], clock, history=2, ttl=30),
+            RedisBroker(links[1], clock, history=1000, ttl=30),
+        ]
+        for broker, link in zip(brokers, links, strict=True):
+            broker.start()
+            link.connect()
+        far = FrameHarness("line", "pubsub", broker=brokers[0])
+        near = FrameHarness("line", "pubsub", broker=brokers[1])
+        far.send(b"SUB t")
+        links[0].drop()
+        near.send(*[b"PUB t %d" % n for n in range(5)])
+        links[0].connect()
+        server.flush()
+        self.assertEqual(
+            far.replies(), [b"OK SUB t"] + [b"MSG t %d" % n for n in range(5)]
+        )
 
 
 class BrokerURLTests(SynchronousTestCase):

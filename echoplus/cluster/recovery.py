@@ -137,6 +137,12 @@ class TopicCursor:
             ):
                 gap = True
             deliver.extend(fresh)
+            if fresh and fresh[-1].offset < current:
+                # The fetch stopped at its limit (the stream holds more
+                # than this node's --broker-history): fetch the rest
+                # before anything held.
+                self.offset = fresh[-1].offset
+                return Recovered(gap, len(deliver), deliver, True)
             self.offset = max(current, self.offset)
         history = len(deliver)
         self.recovering = False
