@@ -13,7 +13,7 @@ from zope.interface.verify import verifyObject
 from echoplus.cluster.envelope import Envelope, decode_envelope, encode_envelope
 from echoplus.cluster.memory import MemoryBroker
 from echoplus.cluster.recovery import TopicCursor
-from echoplus.cluster.redis import RedisBroker
+from echoplus.cluster.redis import FETCH_PAGE, RedisBroker
 from echoplus.cluster.url import parse_broker_url
 from echoplus.interfaces import IBroker
 from echoplus.testing import FrameHarness
@@ -613,6 +613,31 @@ class RedisBrokerRaceTests(SynchronousTestCase):
         server.flush()
         self.assertEqual(
             far.replies(), [b"OK SUB t"] + [b"MSG t %d" % n for n in range(5)]
+        )
+
+    def test_long_history_is_fetched_in_pages(self) -> None:
+        """
+        With a long --broker-history, a recovery asks Redis for at most
+        FETCH_PAGE entries at a time (and holds at most as many live
+        frames), and still delivers every missed frame.
+        """
+        cluster = _Cluster(history=10_000)
+        one, two = cluster.harnesses
+        one.send(b"SUB t")
+        cluster.links[0].drop()
+        two.send(*[b"PUB t %d" % n for n in range(2500)])
+        limits: list[int] = []
+        fetch = cluster.links[0].fetch
+        cluster.links[0].fetch = (  # type: ignore[method-assign]
+            lambda topic, epoch, after, limit: (
+                limits.append(limit) or fetch(topic, epoch, after, limit)
+            )
+        )
+        cluster.links[0].connect()
+        cluster.settle()
+        self.assertEqual(limits, [FETCH_PAGE] * 3)
+        self.assertEqual(
+            one.replies(), [b"OK SUB t"] + [b"MSG t %d" % n for n in range(2500)]
         )
 
 

@@ -57,6 +57,11 @@ __all__ = ["RedisBroker"]
 MAX_QUEUED_PUBLISHES = 1000
 #: Seconds a publish may wait for Redis before it answers unavailable.
 PUBLISH_TIMEOUT = 5.0
+#: The most history entries one fetch asks for, and the most live frames a
+#: topic holds while it recovers: a long --broker-history is fetched in
+#: pages, so that neither Redis nor this node's reactor is blocked on one
+#: huge reply.
+FETCH_PAGE = 1000
 
 
 @implementer(IBroker)
@@ -94,6 +99,7 @@ class RedisBroker:
         self._link = link
         self._clock = clock
         self._history = history
+        self._page = max(min(history, FETCH_PAGE), 1)
         self._ttl = ttl
         self._max_queued = max_queued
         self._timeout = timeout
@@ -177,7 +183,7 @@ class RedisBroker:
         new = self.local.add(topic, context, gap)
         cursor = self._cursors.get(topic)
         if cursor is None:
-            cursor = self._cursors[topic] = TopicCursor(self._history)
+            cursor = self._cursors[topic] = TopicCursor(self._page)
         if not self._link.up:
             return succeed(None)  # restored with the link
         if new:
@@ -281,7 +287,7 @@ class RedisBroker:
             self.metrics.delivered(count, self._clock.seconds() - envelope.published)
 
     def _recover(self, topic: bytes, cursor: TopicCursor) -> None:
-        fetched = self._link.fetch(topic, cursor.epoch, cursor.offset, self._history)
+        fetched = self._link.fetch(topic, cursor.epoch, cursor.offset, self._page)
         fetched.addTimeout(self._timeout, self._clock)
         fetched.addCallbacks(
             self._recovered,
@@ -357,7 +363,7 @@ class RedisBroker:
         for topic in self.local:
             cursor = self._cursors.get(topic)
             if cursor is None:
-                cursor = self._cursors[topic] = TopicCursor(self._history)
+                cursor = self._cursors[topic] = TopicCursor(self._page)
             cursor.reconnected()
             restored = self._link.listen(topic)
             restored.addCallback(lambda _, topic=topic: self._count(topic))
