@@ -89,7 +89,8 @@ if not epoch then
   redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[1], 'e', epoch, 'o', 0)
 end
-local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
+-- As an integer: Lua's own conversion of a number writes 1e+14.
+local offset = string.format('%d', redis.call('HINCRBY', KEYS[1], 'o', 1))
 local envelope = table.concat({epoch, offset, ARGV[8], ARGV[3], ARGV[2]}, ' ')
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[6], offset .. '-0', 'm', envelope)
 redis.call('EXPIRE', KEYS[1], ARGV[9])
@@ -114,7 +115,7 @@ local after = tonumber(ARGV[2])
 if epoch ~= ARGV[1] then after = 0 end
 local out = {epoch, current}
 if current > after then
-  local first = '(' .. after .. '-0'
+  local first = string.format('(%d-0', after)
   local entries = redis.call('XRANGE', KEYS[2], first, '+', 'COUNT', ARGV[3])
   for i = 1, #entries do out[#out + 1] = entries[i][2][2] end
 end
