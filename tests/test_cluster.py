@@ -209,6 +209,21 @@ class TopicCursorTests(SynchronousTestCase):
         self.assertEqual([e.offset for e in outcome.deliver], [1, 2])
         self.assertEqual((cursor.epoch, cursor.offset), (b"e2", 2))
 
+    def test_history_rewound_while_away_is_a_gap_without_repeats(self) -> None:
+        """
+        The topic's offset went back while the node was away (Redis
+        restarted from a snapshot older than what the node saw, or failed
+        over to a replica that lagged): a gap, and what the history still
+        holds was delivered already, so none of it again.
+        """
+        cursor = TopicCursor(10)
+        cursor.place(b"e1", 10)
+        cursor.reconnected()
+        outcome = cursor.recovered(b"e1", 8, [_envelope(n) for n in range(1, 9)])
+        self.assertEqual((outcome.gap, outcome.deliver), (True, []))
+        self.assertEqual((cursor.epoch, cursor.offset), (b"e1", 8))
+        self.assertEqual(cursor.live(_envelope(9)), ([_envelope(9)], False))
+
     def test_history_begun_while_away_is_no_gap(self) -> None:
         """
         A topic that had no history when the node left, and whose whole

@@ -125,10 +125,16 @@ class TopicCursor:
             # We never knew a position: start from now, owing nothing.
             self.epoch, self.offset = epoch, current
         else:
-            if epoch != self.epoch or current < self.offset:
-                # The history we knew was reset (or rewound): what was
-                # published to it while we were away cannot be told.  (A
-                # topic that had no history then lost nothing.)
+            if epoch == self.epoch and current < self.offset:
+                # Rewound (a restart from an older snapshot, a failover to
+                # a replica that lagged): what the history holds was
+                # delivered already, and what came after it is lost.
+                gap = True
+                self.offset = current
+            elif epoch != self.epoch:
+                # The history we knew was reset: what was published to it
+                # while we were away cannot be told.  (A topic that had no
+                # history then lost nothing.)
                 gap = away and self.epoch != b""
                 self.epoch, self.offset = epoch, 0
             fresh = [e for e in entries if e.epoch == epoch and e.offset > self.offset]
