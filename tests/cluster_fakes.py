@@ -179,21 +179,26 @@ class FakeLink:
 
     def fetch(
         self, topic: bytes, epoch: bytes | None, after: int, limit: int
-    ) -> Deferred[tuple[bytes, int, list[bytes]]]:
+    ) -> Deferred[tuple[bytes, int, bytes, list[bytes]]]:
         down = self._check()
         if down is not None:
             return down
         meta = self.server.meta.get(topic)
         if meta is None:
-            return self.server.reply((b"", 0, []))
+            return self.server.reply((b"", 0, b"", []))
         if meta[0] != (epoch or b""):
             after = 0
+        at = [
+            data
+            for data in self.server.hist.get(topic, [])
+            if after and int(data.split(b" ", 2)[1]) == after
+        ]
         entries = [
             data
             for data in self.server.hist.get(topic, [])
             if int(data.split(b" ", 2)[1]) > after
         ][:limit]
-        return self.server.reply((meta[0], meta[1], entries))
+        return self.server.reply((meta[0], meta[1], (at or [b""])[0], entries))
 
     def heartbeat(self) -> Deferred[tuple[int, bool]]:
         down = self._check()

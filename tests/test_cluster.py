@@ -224,6 +224,26 @@ class TopicCursorTests(SynchronousTestCase):
         self.assertEqual((cursor.epoch, cursor.offset), (b"e1", 8))
         self.assertEqual(cursor.live(_envelope(9)), ([_envelope(9)], False))
 
+    def test_history_rewritten_while_away_is_a_gap(self) -> None:
+        """
+        The topic rewound while the node was away and was published past
+        the node's offset again: the entry now at the node's offset is
+        another frame than the one it delivered there, so a gap, then what
+        comes after.
+        """
+        cursor = TopicCursor(10)
+        cursor.live(_envelope(1))
+        cursor.live(_envelope(2, frame=b"b"))
+        cursor.reconnected()
+        outcome = cursor.recovered(
+            b"e1", 4, [_envelope(3), _envelope(4)], at=_envelope(2, frame=b"c")
+        )
+        self.assertTrue(outcome.gap)
+        self.assertEqual([e.offset for e in outcome.deliver], [3, 4])
+        cursor.reconnected()
+        outcome = cursor.recovered(b"e1", 5, [_envelope(5)], at=_envelope(4))
+        self.assertEqual((outcome.gap, len(outcome.deliver)), (False, 1))
+
     def test_history_begun_while_away_is_no_gap(self) -> None:
         """
         A topic that had no history when the node left, and whose whole
@@ -653,6 +673,28 @@ class RedisBrokerRaceTests(SynchronousTestCase):
         self.assertEqual(limits, [FETCH_PAGE] * 3)
         self.assertEqual(
             one.replies(), [b"OK SUB t"] + [b"MSG t %d" % n for n in range(2500)]
+        )
+
+    def test_history_rewritten_while_away(self) -> None:
+        """
+        Redis came back from an older snapshot and the topic was published
+        past this node's offset before it reconnected: its subscribers get
+        GAP (a frame at an offset it had seen was lost), then what follows.
+        """
+        cluster = _Cluster()
+        one, two = cluster.harnesses
+        one.send(b"SUB t")
+        two.send(b"PUB t a", b"PUB t b")
+        cluster.settle()
+        cluster.links[0].drop()
+        cluster.server.meta[b"t"][1] = 1  # the snapshot had only "a"
+        del cluster.server.hist[b"t"][1:]
+        two.send(b"PUB t c", b"PUB t d", b"PUB t e")
+        cluster.links[0].connect()
+        cluster.settle()
+        self.assertEqual(
+            one.replies(),
+            [b"OK SUB t", b"MSG t a", b"MSG t b", b"GAP t", b"MSG t d", b"MSG t e"],
         )
 
 

@@ -80,4 +80,8 @@ class ScriptTests(SynchronousTestCase):
             fetched = self.run_script(
                 FETCH, [KEYS.meta(topic), KEYS.hist(topic)], b"E1", last, 10
             )
+            self.assertEqual(fetched, [b"E1", last + 1, b"", entry])
+            fetched = self.run_script(
+                FETCH, [KEYS.meta(topic), KEYS.hist(topic)], b"E1", last + 1, 10
+            )
             self.assertEqual(fetched, [b"E1", last + 1, entry])

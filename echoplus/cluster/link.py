@@ -403,16 +403,20 @@ class RedisLink:
 
     def fetch(
         self, topic: bytes, epoch: bytes | None, after: int, limit: int
-    ) -> Deferred[tuple[bytes, int, list[bytes]]]:
+    ) -> Deferred[tuple[bytes, int, bytes, list[bytes]]]:
         """
-        The topic's position and its history after C{(epoch, after)}.
+        The topic's position, the envelope at C{after} (C{b""} when it is
+        not in the history, or the epoch is not C{epoch}), and the history
+        after C{(epoch, after)}.
         """
         keys = self.keys
         return self._run(
             "fetch",
             [keys.meta(topic), keys.hist(topic)],
             [epoch or b"", after, max(limit, 1)],
-        ).addCallback(lambda reply: (reply[0], int(reply[1]), list(reply[2:])))
+        ).addCallback(
+            lambda reply: (reply[0], int(reply[1]), reply[2], list(reply[3:]))
+        )
 
     def heartbeat(self) -> Deferred[tuple[int, bool]]:
         """

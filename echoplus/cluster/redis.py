@@ -297,20 +297,24 @@ class RedisBroker:
 
     def _recovered(
         self,
-        position: tuple[bytes, int, list[bytes]],
+        position: tuple[bytes, int, bytes, list[bytes]],
         topic: bytes,
         cursor: TopicCursor,
     ) -> None:
         if self._cursors.get(topic) is not cursor:
             return  # unsubscribed meanwhile
-        epoch, current, raw = position
+        epoch, current, at_raw, raw = position
+        try:
+            at = decode_envelope(at_raw) if at_raw else None
+        except ValueError:
+            at = None
         entries = []
         for data in raw:
             try:
                 entries.append(decode_envelope(data))
             except ValueError:
                 continue
-        outcome = cursor.recovered(epoch, current, entries)
+        outcome = cursor.recovered(epoch, current, entries, at)
         if outcome.gap:
             told = self.local.gap(topic)
             if self.metrics is not None:

@@ -102,18 +102,26 @@ return n
 )
 
 #: KEYS: meta, hist.  ARGV: known epoch (or empty), after offset, limit.
-#: Returns {epoch or "", last offset, envelope...}: the history after the
-#: offset, or from the epoch's start when the epoch is not the known one.
+#: Returns {epoch or "", last offset, the envelope at the offset or "",
+#: envelope...}: the history after the offset, or from the epoch's start
+#: when the epoch is not the known one.  The envelope at the offset lets
+#: the node check that it is the one it delivered (not rewritten after a
+#: rewind).
 FETCH = Script(
     "fetch",
     b"""
 local meta = redis.call('HMGET', KEYS[1], 'e', 'o')
 local epoch = meta[1]
-if not epoch then return {'', 0} end
+if not epoch then return {'', 0, ''} end
 local current = tonumber(meta[2])
 local after = tonumber(ARGV[2])
 if epoch ~= ARGV[1] then after = 0 end
-local out = {epoch, current}
+local out = {epoch, current, ''}
+if after > 0 then
+  local at = string.format('%d-0', after)
+  local here = redis.call('XRANGE', KEYS[2], at, at)
+  if #here > 0 then out[3] = here[1][2][2] end
+end
 if current > after then
   local first = string.format('(%d-0', after)
   local entries = redis.call('XRANGE', KEYS[2], first, '+', 'COUNT', ARGV[3])
