@@ -7,6 +7,7 @@ a topic's frames, and the C{--broker} URL.
 from __future__ import annotations
 
 from twisted.internet.task import Clock
+from twisted.logger import Logger, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -695,6 +696,30 @@ class RedisBrokerRaceTests(SynchronousTestCase):
         self.assertEqual(
             one.replies(),
             [b"OK SUB t", b"MSG t a", b"MSG t b", b"GAP t", b"MSG t d", b"MSG t e"],
+        )
+
+    def test_stalled_link_logs_once(self) -> None:
+        """
+        Publishes that Redis does not answer are not logged one by one;
+        the heartbeat that finds the stall logs one line saying so.
+        """
+        events: list[dict[str, object]] = []
+        cluster = _Cluster(nodes=1)
+        broker = cluster.brokers[0]
+        broker._log = Logger(observer=events.append)  # type: ignore[misc]
+        (harness,) = cluster.harnesses
+        cluster.server.hold_replies = True
+        harness.send(*[b"PUB t %d" % n for n in range(20)])
+        cluster.clock.advance(5)
+        self.assertEqual(harness.replies(), [b"ERROR unavailable: broker"] * 20)
+        self.assertEqual(events, [])
+        cluster.clock.pump([1] * 15)
+        self.assertEqual(
+            [formatEvent(event) for event in events],
+            [
+                "Broker redis://fake:6379/0: heartbeat unanswered (no answer within "
+                "10 s); reconnecting"
+            ],
         )
 
 

@@ -26,9 +26,11 @@ import secrets
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import (
+    CancelledError,
     Deferred,
     DeferredList,
     FirstError,
+    TimeoutError,
     fail,
     gatherResults,
     succeed,
@@ -456,7 +458,11 @@ class RedisBroker:
             self._log.warn(
                 "Broker {name}: heartbeat unanswered ({why}); reconnecting",
                 name=self.name,
-                why=failure.getErrorMessage(),
+                why=(
+                    f"no answer within {max(self._ttl / 3, 0.1):g} s"
+                    if failure.check(TimeoutError, CancelledError)
+                    else failure.getErrorMessage() or failure.type.__name__
+                ),
             )
             self._link.reset()
 
@@ -478,7 +484,9 @@ class RedisBroker:
     def _publish_failed(self, failure: Failure) -> Failure:
         if self.metrics is not None:
             self.metrics.publish_failed()
-        if not self._link.up or failure.check(Unavailable):
+        if not self._link.up or failure.check(Unavailable, TimeoutError):
+            # (No line per publish when Redis does not answer: the
+            # heartbeat finds it and says so once.)
             return Failure(Unavailable("broker"))
         self._log.warn(
             "Broker {name}: a publish failed ({why})",
