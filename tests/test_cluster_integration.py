@@ -74,6 +74,17 @@ class Client:
         return self.buffer
 
 
+def _rss(pid: int) -> int:
+    """
+    The resident memory of process C{pid}, in bytes.
+    """
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
 class ClusterTestCase(SynchronousTestCase):
     """
     Starts Redis and nodes; everything is stopped on cleanup.
@@ -304,6 +315,37 @@ class FailureTests(ClusterTestCase):
             ([b"MSG t 1", b"MSG t 2"], [b"MSG t 1", b"MSG t lost", b"MSG t 2"]),
         )
         self.assertEqual(subscriber.quiet(), b"")
+
+    def test_stalled_link_holds_at_most_the_cap(self) -> None:
+        """
+        Until the heartbeat drops a stalled link, the node writes at most
+        1,000 publishes to it: once they timed out, more publishes are
+        still refused at once (they are not written behind the others),
+        and the node's memory does not grow with what its clients send.
+        """
+        redis = self.redis()
+        proxy = CutProxy.start_for(self, "127.0.0.1", redis.port)
+        # --broker-ttl 30: a heartbeat every 10 s, unanswered after 10 s.
+        far = self.node(f"redis://127.0.0.1:{proxy.port}", "--max-inflight", "2000")
+        stuck = self.client(far)
+        proxy.stall()
+        payload = b"x" * 8000
+        rss = [_rss(far.process.pid)]
+        for wave in range(2):
+            started = time.monotonic()
+            stuck.sock.sendall(b"".join(b"PUB t %b\n" % payload for _ in range(1500)))
+            answers = [stuck.line(timeout=15) for _ in range(1500)]
+            self.assertEqual(set(answers), {b"ERROR unavailable: broker"})
+            rss.append(_rss(far.process.pid))
+            if wave:
+                # Refused at once: the first wave is still in the queue.
+                self.assertLess(time.monotonic() - started, 3)
+        self.assertLess(rss[2] - rss[1], 4 << 20, rss)
+        proxy.restore()  # before the heartbeat gave up: the link goes on
+        deadline = time.monotonic() + 15
+        while stuck.ask(b"PUB t ok") != b"OK PUB 0":
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.2)
 
     def test_black_holed_link(self) -> None:
         """
