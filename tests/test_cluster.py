@@ -6,12 +6,19 @@ a topic's frames, and the C{--broker} URL.
 
 from __future__ import annotations
 
+from typing import Any
+
+from twisted.internet.defer import succeed
+from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import Logger, formatEvent
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from echoplus.cluster.envelope import Envelope, decode_envelope, encode_envelope
+from echoplus.cluster.link import RedisLink
 from echoplus.cluster.memory import MemoryBroker
 from echoplus.cluster.recovery import TopicCursor
 from echoplus.cluster.redis import FETCH_PAGE, RedisBroker
@@ -819,3 +826,77 @@ class MakeBrokerTests(SynchronousTestCase):
             ConfigError, make_broker, Settings(broker="redis://h"), Clock()
         )
         self.assertIn("pip install 'echoplus[redis]'", str(error))
+
+
+class _StalledTransport(StringTransport):
+    """
+    A connection whose path stalled: C{loseConnection} waits for buffered
+    bytes that never leave (nothing happens), C{abortConnection} closes it
+    at once.
+    """
+
+    def abortConnection(self) -> None:
+        if not self.disconnected:
+            self.disconnected = True
+            self.protocol.connectionLost(Failure(ConnectionLost("aborted")))
+
+
+class _Endpoint:
+    """
+    Connects each factory's protocol to a L{_StalledTransport} at once.
+    """
+
+    def __init__(self) -> None:
+        self.protocols: list[Any] = []
+
+    def connect(self, factory: Any) -> Any:
+        protocol = factory.buildProtocol(None)
+        transport = _StalledTransport()
+        transport.protocol = protocol
+        protocol.makeConnection(transport)
+        self.protocols.append(protocol)
+        return succeed(protocol)
+
+
+class RedisLinkTests(SynchronousTestCase):
+    """
+    The link's two connections are one: neither outlives the other.
+    """
+
+    def _answer_scripts(self, endpoint: _Endpoint) -> None:
+        for protocol in endpoint.protocols:
+            for line in protocol.transport.value().split(b"\r\n"):
+                if line.upper() == b"LOAD":
+                    protocol.dataReceived(b"$40\r\n" + b"0" * 40 + b"\r\n")
+            protocol.transport.clear()
+
+    def test_lost_connection_aborts_the_other(self) -> None:
+        """
+        When one connection is lost, the other is closed at once, even when
+        its path stalled: the link does not come up again on it.
+        """
+        reactor = MemoryReactorClock()
+        endpoint = _Endpoint()
+        link = RedisLink(
+            parse_broker_url("redis://fake:6379"),
+            "p",
+            b"n",
+            reactor,
+            ttl=30,
+            history=10,
+            endpoint=endpoint,  # type: ignore[arg-type]
+        )
+        link.start()
+        self._answer_scripts(endpoint)
+        self.assertTrue(link.up)
+        command, subscriber = endpoint.protocols
+        if command.factory is link._factories["subscriber"]:
+            command, subscriber = subscriber, command
+        command.transport.abortConnection()
+        self.assertFalse(link.up)
+        self.assertTrue(subscriber.transport.disconnected)
+        reactor.advance(1)
+        self._answer_scripts(endpoint)
+        self.assertTrue(link.up)
+        self.assertNotIn(subscriber, link._protocols.values())
+        link.stop()

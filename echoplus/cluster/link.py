@@ -308,7 +308,10 @@ class RedisLink:
         was_up, self.up = self.up, False
         for other in self._protocols.values():
             if other is not None:
-                other.transport.loseConnection()
+                # Aborted, not closed: a graceful close waits for buffered
+                # bytes, forever when the path stalled, and the link would
+                # come up again on that dead connection.
+                other.transport.abortConnection()
         if was_up:
             self.on_down("the connection was lost")
         if not self._stopping:
