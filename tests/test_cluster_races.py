@@ -53,6 +53,36 @@ class RedisBrokerRaceTests(SynchronousTestCase):
         )
         self.assertEqual(cluster.brokers[0]._joining, {})
 
+    def test_publish_after_subscribe_counts_the_subscriber(self) -> None:
+        """
+        A PUB that follows a SUB of the same topic on this node (pipelined:
+        the SUB is not answered yet) counts that subscriber, as after an
+        answered SUB and as with the memory broker.
+        """
+        cluster = _Cluster(nodes=1)
+        (harness,) = cluster.harnesses
+        cluster.server.hold_replies = True
+        harness.send(b"SUB t", b"PUB t x")
+        self._release_all(cluster.server)
+        cluster.settle()
+        self.assertEqual(harness.replies(), [b"OK SUB t", b"OK PUB 1", b"MSG t x"])
+
+    def test_publish_waiting_for_a_join_times_out_unsent(self) -> None:
+        """
+        A publish that waited for a join longer than the publish timeout
+        answers unavailable and is never sent.
+        """
+        cluster = _Cluster(nodes=1)
+        (harness,) = cluster.harnesses
+        cluster.server.hold_replies = True
+        harness.send(b"SUB t", b"PUB t x")
+        cluster.clock.advance(5)
+        self._release_all(cluster.server)
+        cluster.settle()
+        self.assertEqual(harness.replies(), [b"OK SUB t", b"ERROR unavailable: broker"])
+        self.assertNotIn(b"t", cluster.server.meta)
+        self.assertEqual(cluster.brokers[0]._queued, 0)
+
     def test_unsubscribed_while_down_stops_counting(self) -> None:
         """
         A topic whose last local subscriber left while the link was down

@@ -167,15 +167,35 @@ class RedisBroker:
             origin = b"%b/%d" % (self.node, sender.id)
             subscribed = self.local.has(topic, sender)
         self._queued += 1
-        sent = self._link.publish(
-            topic, frame, origin, subscribed, next(self._epochs), self._clock.seconds()
-        )
-        # The publish stays queued until Redis answers or the link is lost,
-        # even when its answer timed out: it is written to the connection
-        # and counts against the cap until then.
-        sent.addBoth(self._unqueue)
         answer: Deferred[int] = Deferred()
-        sent.addBoth(self._answer, answer)
+
+        def send(_: Any = None) -> None:
+            if answer.called:  # timed out while waiting for a join: unsent
+                self._queued -= 1
+                return
+            sent = self._link.publish(
+                topic,
+                frame,
+                origin,
+                subscribed,
+                next(self._epochs),
+                self._clock.seconds(),
+            )
+            # The publish stays queued until Redis answers or the link is
+            # lost, even when its answer timed out: it is written to the
+            # connection and counts against the cap until then.
+            sent.addBoth(self._unqueue)
+            sent.addBoth(self._answer, answer)
+
+        joining = self._joining.get(topic)
+        if joining is None:
+            send()
+        else:
+            # A local subscriber of the topic is being counted: publish once
+            # it is, as after its SUB was answered (and as in memory).
+            waiter: Deferred[None] = Deferred()
+            joining.append(waiter)
+            waiter.addCallback(send)
         answer.addTimeout(self._timeout, self._clock)
         return answer.addCallbacks(self._published, self._publish_failed)
 
