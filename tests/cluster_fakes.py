@@ -90,6 +90,8 @@ class FakeLink:
         self.started = False
         self.channels: set[bytes] = set()
         self.resets = 0
+        #: The subscriber connection answers nothing (stalled).
+        self.subscriber_stalled = False
         self.on_up: Callable[[], None] = lambda: None
         self.on_down: Callable[[str], None] = lambda why: None
         self.on_failure: Callable[[str], None] = lambda why: None
@@ -177,28 +179,41 @@ class FakeLink:
 
     def fetch(
         self, topic: bytes, epoch: bytes | None, after: int, limit: int
-    ) -> Deferred[tuple[bytes, int, list[bytes]]]:
+    ) -> Deferred[tuple[bytes, int, bytes, list[bytes]]]:
         down = self._check()
         if down is not None:
             return down
         meta = self.server.meta.get(topic)
         if meta is None:
-            return self.server.reply((b"", 0, []))
+            return self.server.reply((b"", 0, b"", []))
         if meta[0] != (epoch or b""):
             after = 0
+        at = [
+            data
+            for data in self.server.hist.get(topic, [])
+            if after and int(data.split(b" ", 2)[1]) == after
+        ]
         entries = [
             data
             for data in self.server.hist.get(topic, [])
             if int(data.split(b" ", 2)[1]) > after
         ][:limit]
-        return self.server.reply((meta[0], meta[1], entries))
+        return self.server.reply((meta[0], meta[1], (at or [b""])[0], entries))
 
-    def heartbeat(self) -> Deferred[int]:
+    def heartbeat(self) -> Deferred[tuple[int, bool]]:
         down = self._check()
         if down is not None:
             return down
-        self.server.nodes[self.node] = self.server.clock.seconds()
-        return self.server.reply(0)
+        server = self.server
+        now = server.clock.seconds()
+        rejoined = self.node not in server.nodes
+        server.nodes[self.node] = now
+        dead = [node for node, seen in server.nodes.items() if seen < now - server.ttl]
+        for node in dead:
+            del server.nodes[node]
+            for counts in server.subs.values():
+                counts.pop(node, None)
+        return server.reply((len(dead), rejoined))
 
     def leave(self) -> Deferred[Any]:
         self.server.nodes.pop(self.node, None)
@@ -228,5 +243,7 @@ class FakeLink:
         down = self._check()
         if down is not None:
             return down
+        if self.subscriber_stalled:
+            return Deferred()
         self.server.flush()
         return self.server.reply(None)

@@ -73,13 +73,14 @@ class _Side:
     One socket of a proxied pair and the bytes waiting to be written to it.
     """
 
-    __slots__ = ("sock", "peer", "out", "events")
+    __slots__ = ("sock", "peer", "out", "events", "frozen")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.peer: _Side = self
         self.out = bytearray()
         self.events = 0
+        self.frozen = False
 
 
 class CutProxy:
@@ -162,12 +163,16 @@ class CutProxy:
         """
         self._control("stall")
 
-    def restore(self) -> None:
+    def restore(self, thaw: bool = True) -> None:
         """
         End a L{cut} or L{stall}: forward new connections (listening again
         on the same port after C{cut(refuse=True)}) and move bytes again.
+
+        @param thaw: with C{False}, the connections stalled so far stay
+            stalled for good (a path that lost their state, as a NAT or a
+            firewall does): only new connections go through.
         """
-        self._control("restore")
+        self._control("restore", thaw=thaw)
 
     def close(self) -> None:
         """
@@ -230,8 +235,11 @@ class CutProxy:
                 elif name == "stall":
                     self._stalled = True
                     for side in self._sides.values():
+                        side.frozen = True
                         self._interest(side)
                 elif name == "restore":
+                    for side in self._sides.values():
+                        side.frozen = side.frozen and not flags["thaw"]
                     try:
                         self._restore()
                     except OSError as failure:
@@ -280,6 +288,7 @@ class CutProxy:
                 continue
             self.accepted += 1
             first, second = _Side(client), _Side(upstream)
+            first.frozen = second.frozen = self._stalled
             first.peer, second.peer = second, first
             for side in (first, second):
                 side.sock.setblocking(False)
@@ -320,7 +329,7 @@ class CutProxy:
         events = selectors.EVENT_WRITE if side.out else 0
         if len(side.peer.out) < self._limit:
             events |= selectors.EVENT_READ
-        if self._stalled:
+        if side.frozen:
             events = 0
         if events == side.events:
             return

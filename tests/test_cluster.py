@@ -7,6 +7,7 @@ a topic's frames, and the C{--broker} URL.
 from __future__ import annotations
 
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -209,6 +210,41 @@ class TopicCursorTests(SynchronousTestCase):
         self.assertEqual([e.offset for e in outcome.deliver], [1, 2])
         self.assertEqual((cursor.epoch, cursor.offset), (b"e2", 2))
 
+    def test_history_rewound_while_away_is_a_gap_without_repeats(self) -> None:
+        """
+        The topic's offset went back while the node was away (Redis
+        restarted from a snapshot older than what the node saw, or failed
+        over to a replica that lagged): a gap, and what the history still
+        holds was delivered already, so none of it again.
+        """
+        cursor = TopicCursor(10)
+        cursor.place(b"e1", 10)
+        cursor.reconnected()
+        outcome = cursor.recovered(b"e1", 8, [_envelope(n) for n in range(1, 9)])
+        self.assertEqual((outcome.gap, outcome.deliver), (True, []))
+        self.assertEqual((cursor.epoch, cursor.offset), (b"e1", 8))
+        self.assertEqual(cursor.live(_envelope(9)), ([_envelope(9)], False))
+
+    def test_history_rewritten_while_away_is_a_gap(self) -> None:
+        """
+        The topic rewound while the node was away and was published past
+        the node's offset again: the entry now at the node's offset is
+        another frame than the one it delivered there, so a gap, then what
+        comes after.
+        """
+        cursor = TopicCursor(10)
+        cursor.live(_envelope(1))
+        cursor.live(_envelope(2, frame=b"b"))
+        cursor.reconnected()
+        outcome = cursor.recovered(
+            b"e1", 4, [_envelope(3), _envelope(4)], at=_envelope(2, frame=b"c")
+        )
+        self.assertTrue(outcome.gap)
+        self.assertEqual([e.offset for e in outcome.deliver], [3, 4])
+        cursor.reconnected()
+        outcome = cursor.recovered(b"e1", 5, [_envelope(5)], at=_envelope(4))
+        self.assertEqual((outcome.gap, len(outcome.deliver)), (False, 1))
+
     def test_history_begun_while_away_is_no_gap(self) -> None:
         """
         A topic that had no history when the node left, and whose whole
@@ -246,6 +282,34 @@ class TopicCursorTests(SynchronousTestCase):
         self.assertEqual([e.offset for e in outcome.deliver], [1, 2, 3, 4])
         self.assertTrue(outcome.fetch_again)
         self.assertTrue(cursor.recovering)
+
+    def test_fetch_stopped_at_its_limit_is_paged(self) -> None:
+        """
+        A history fetch that returned fewer entries than the topic holds
+        (its limit) is not a gap and does not skip the rest: the cursor
+        fetches again from the last entry, and held frames wait.
+        """
+        cursor = TopicCursor(10)
+        cursor.place(b"e1", 1)
+        cursor.reconnected()
+        cursor.live(_envelope(6))
+        outcome = cursor.recovered(b"e1", 5, [_envelope(2), _envelope(3)])
+        self.assertEqual(
+            (outcome.gap, [e.offset for e in outcome.deliver], outcome.fetch_again),
+            (False, [2, 3], True),
+        )
+        self.assertEqual((cursor.offset, cursor.recovering), (3, True))
+        outcome = cursor.recovered(b"e1", 6, [_envelope(4), _envelope(5)])
+        self.assertEqual(
+            (outcome.gap, [e.offset for e in outcome.deliver], outcome.fetch_again),
+            (False, [4, 5], True),
+        )
+        outcome = cursor.recovered(b"e1", 6, [_envelope(6)])
+        self.assertEqual(
+            (outcome.gap, [e.offset for e in outcome.deliver], outcome.fetch_again),
+            (False, [6], False),
+        )
+        self.assertEqual((cursor.offset, cursor.recovering), (6, False))
 
     def test_unknown_position_owes_nothing(self) -> None:
         """
@@ -513,7 +577,6 @@ class MakeBrokerTests(SynchronousTestCase):
         """
         A Redis URL makes the Redis engine, named without its password.
         """
-        from twisted.internet.testing import MemoryReactorClock
 
         from echoplus.cluster.service import make_broker
         from echoplus.config import Settings

@@ -211,7 +211,7 @@ class RedisLink:
                 subscriber_factory,
                 retryPolicy=retry,
                 clock=reactor,
-                prepareConnection=_ready,
+                prepareConnection=self._prepare_subscriber,
             ),
         }
         self._protocols: dict[str, Any] = {"command": None, "subscriber": None}
@@ -259,7 +259,33 @@ class RedisLink:
                 consumeErrors=True,
             )
 
-        return _ready(protocol).addCallback(load)
+        return self._in_time(protocol, _ready(protocol).addCallback(load))
+
+    def _prepare_subscriber(self, protocol: Any) -> Deferred[Any]:
+        return self._in_time(protocol, _ready(protocol))
+
+    def _in_time(self, protocol: Any, preparing: Deferred[Any]) -> Deferred[Any]:
+        """
+        Abort a new connection that is not ready within C{CONNECT_TIMEOUT}
+        (a path that stalls, or a server that does not answer): the
+        preparation then fails and C{ClientService} tries again.  Without
+        it, a connection that never answers would be waited for forever.
+        """
+
+        def abort() -> None:
+            protocol.factory.error = (
+                f"no answer within {CONNECT_TIMEOUT:g} s of connecting"
+            )
+            protocol.transport.abortConnection()
+
+        timer = self._reactor.callLater(CONNECT_TIMEOUT, abort)
+
+        def done(result: Any) -> Any:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        return preparing.addBoth(done)
 
     def _connected(self, protocol: Any, name: str) -> None:
         self._protocols[name] = protocol
@@ -282,7 +308,10 @@ class RedisLink:
         was_up, self.up = self.up, False
         for other in self._protocols.values():
             if other is not None:
-                other.transport.loseConnection()
+                # Aborted, not closed: a graceful close waits for buffered
+                # bytes, forever when the path stalled, and the link would
+                # come up again on that dead connection.
+                other.transport.abortConnection()
         if was_up:
             self.on_down("the connection was lost")
         if not self._stopping:
@@ -377,24 +406,31 @@ class RedisLink:
 
     def fetch(
         self, topic: bytes, epoch: bytes | None, after: int, limit: int
-    ) -> Deferred[tuple[bytes, int, list[bytes]]]:
+    ) -> Deferred[tuple[bytes, int, bytes, list[bytes]]]:
         """
-        The topic's position and its history after C{(epoch, after)}.
+        The topic's position, the envelope at C{after} (C{b""} when it is
+        not in the history, or the epoch is not C{epoch}), and the history
+        after C{(epoch, after)}.
         """
         keys = self.keys
         return self._run(
             "fetch",
             [keys.meta(topic), keys.hist(topic)],
             [epoch or b"", after, max(limit, 1)],
-        ).addCallback(lambda reply: (reply[0], int(reply[1]), list(reply[2:])))
+        ).addCallback(
+            lambda reply: (reply[0], int(reply[1]), reply[2], list(reply[3:]))
+        )
 
-    def heartbeat(self) -> Deferred[int]:
+    def heartbeat(self) -> Deferred[tuple[int, bool]]:
         """
         Mark this node alive; forget nodes silent past the ttl.
+
+        @return: a L{Deferred} of how many nodes were forgotten, and whether
+            this node was not registered (its counts are gone).
         """
         return self._run(
             "heartbeat", [self.keys.nodes], [self.node, self._ttl, self.keys.prefix]
-        )
+        ).addCallback(lambda reply: (int(reply[0]), bool(int(reply[1]))))
 
     def leave(self) -> Deferred[Any]:
         """

@@ -61,6 +61,9 @@ class TopicCursor:
         self._held: list[Envelope] = []
         self._away = False
         self._overflow = False
+        # What identifies the last frame delivered (its publish time,
+        # origin and frame), to tell it from another at the same offset.
+        self._mark: tuple[float, bytes, int] | None = None
 
     def place(self, epoch: bytes, offset: int) -> None:
         """
@@ -88,12 +91,14 @@ class TopicCursor:
         ):
             # Unknown position, or a new epoch that began while we listened.
             self.epoch, self.offset = envelope.epoch, envelope.offset
+            self._mark = _mark(envelope)
             return [envelope], False
         if envelope.epoch == self.epoch:
             if envelope.offset <= self.offset:
                 return [], False  # already delivered
             if envelope.offset == self.offset + 1:
                 self.offset += 1
+                self._mark = _mark(envelope)
                 return [envelope], False
         self.recovering = True
         self._held = [envelope]
@@ -108,7 +113,11 @@ class TopicCursor:
         self._away = True
 
     def recovered(
-        self, epoch: bytes, current: int, entries: list[Envelope]
+        self,
+        epoch: bytes,
+        current: int,
+        entries: list[Envelope],
+        at: Envelope | None = None,
     ) -> Recovered:
         """
         Feed the history fetched after a hole or a reconnection.
@@ -117,6 +126,8 @@ class TopicCursor:
         @param current: the topic's last offset now.
         @param entries: the history after this cursor's offset (from the
             start of C{epoch} when it differs), oldest first.
+        @param at: the history's entry at this cursor's offset, if it has
+            one.
         """
         away, self._away = self._away, False
         gap = False
@@ -125,10 +136,26 @@ class TopicCursor:
             # We never knew a position: start from now, owing nothing.
             self.epoch, self.offset = epoch, current
         else:
-            if epoch != self.epoch or current < self.offset:
-                # The history we knew was reset (or rewound): what was
-                # published to it while we were away cannot be told.  (A
-                # topic that had no history then lost nothing.)
+            if epoch == self.epoch and current < self.offset:
+                # Rewound (a restart from an older snapshot, a failover to
+                # a replica that lagged): what the history holds was
+                # delivered already, and what came after it is lost.
+                gap = True
+                self.offset, self._mark = current, None
+            elif (
+                at is not None
+                and self._mark is not None
+                and (at.epoch, at.offset) == (self.epoch, self.offset)
+                and _mark(at) != self._mark
+            ):
+                # Another frame where we delivered ours: the topic rewound
+                # and was published past us again.  Lost: what was written
+                # in its place before our offset.
+                gap = True
+            elif epoch != self.epoch:
+                # The history we knew was reset: what was published to it
+                # while we were away cannot be told.  (A topic that had no
+                # history then lost nothing.)
                 gap = away and self.epoch != b""
                 self.epoch, self.offset = epoch, 0
             fresh = [e for e in entries if e.epoch == epoch and e.offset > self.offset]
@@ -137,6 +164,14 @@ class TopicCursor:
             ):
                 gap = True
             deliver.extend(fresh)
+            if fresh:
+                self._mark = _mark(fresh[-1])
+            if fresh and fresh[-1].offset < current:
+                # The fetch stopped at its limit (the stream holds more
+                # than this node's --broker-history): fetch the rest
+                # before anything held.
+                self.offset = fresh[-1].offset
+                return Recovered(gap, len(deliver), deliver, True)
             self.offset = max(current, self.offset)
         history = len(deliver)
         self.recovering = False
@@ -153,3 +188,7 @@ class TopicCursor:
             # Frames were dropped beyond the hold limit: fetch them now.
             self.recovering, fetch_again = True, True
         return Recovered(gap, history, deliver, fetch_again)
+
+
+def _mark(envelope: Envelope) -> tuple[float, bytes, int]:
+    return (envelope.published, envelope.origin, hash(envelope.frame))

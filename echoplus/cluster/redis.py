@@ -25,7 +25,16 @@ import itertools
 import secrets
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred, DeferredList, fail, succeed
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredList,
+    FirstError,
+    TimeoutError,
+    fail,
+    gatherResults,
+    succeed,
+)
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -50,6 +59,11 @@ __all__ = ["RedisBroker"]
 MAX_QUEUED_PUBLISHES = 1000
 #: Seconds a publish may wait for Redis before it answers unavailable.
 PUBLISH_TIMEOUT = 5.0
+#: The most history entries one fetch asks for, and the most live frames a
+#: topic holds while it recovers: a long --broker-history is fetched in
+#: pages, so that neither Redis nor this node's reactor is blocked on one
+#: huge reply.
+FETCH_PAGE = 1000
 
 
 @implementer(IBroker)
@@ -87,12 +101,16 @@ class RedisBroker:
         self._link = link
         self._clock = clock
         self._history = history
+        self._page = max(min(history, FETCH_PAGE), 1)
         self._ttl = ttl
         self._max_queued = max_queued
         self._timeout = timeout
         self._queued = 0
         self._cursors: dict[bytes, TopicCursor] = {}
         self._joining: dict[bytes, list[Deferred[None]]] = {}
+        # Topics left by their last local subscriber whose count of 0 Redis
+        # may not have recorded yet (the link was down or went down).
+        self._uncounted: set[bytes] = set()
         # Candidate epochs for a topic's first publish: unique per node and
         # publish, with one random draw per node (not one per publish).
         token = secrets.token_hex(6).encode()
@@ -150,12 +168,37 @@ class RedisBroker:
             origin = b"%b/%d" % (self.node, sender.id)
             subscribed = self.local.has(topic, sender)
         self._queued += 1
-        sent = self._link.publish(
-            topic, frame, origin, subscribed, next(self._epochs), self._clock.seconds()
-        )
-        sent.addTimeout(self._timeout, self._clock)
-        sent.addBoth(self._unqueue)
-        return sent.addCallbacks(self._published, self._publish_failed)
+        answer: Deferred[int] = Deferred()
+
+        def send(_: Any = None) -> None:
+            if answer.called:  # timed out while waiting for a join: unsent
+                self._queued -= 1
+                return
+            sent = self._link.publish(
+                topic,
+                frame,
+                origin,
+                subscribed,
+                next(self._epochs),
+                self._clock.seconds(),
+            )
+            # The publish stays queued until Redis answers or the link is
+            # lost, even when its answer timed out: it is written to the
+            # connection and counts against the cap until then.
+            sent.addBoth(self._unqueue)
+            sent.addBoth(self._answer, answer)
+
+        joining = self._joining.get(topic)
+        if joining is None:
+            send()
+        else:
+            # A local subscriber of the topic is being counted: publish once
+            # it is, as after its SUB was answered (and as in memory).
+            waiter: Deferred[None] = Deferred()
+            joining.append(waiter)
+            waiter.addCallback(send)
+        answer.addTimeout(self._timeout, self._clock)
+        return answer.addCallbacks(self._published, self._publish_failed)
 
     def subscribe(
         self, topic: bytes, context: ConnectionContext, gap: bytes | None = None
@@ -163,7 +206,7 @@ class RedisBroker:
         new = self.local.add(topic, context, gap)
         cursor = self._cursors.get(topic)
         if cursor is None:
-            cursor = self._cursors[topic] = TopicCursor(self._history)
+            cursor = self._cursors[topic] = TopicCursor(self._page)
         if not self._link.up:
             return succeed(None)  # restored with the link
         if new:
@@ -184,6 +227,7 @@ class RedisBroker:
         emptied = self.local.remove(topic, context)
         if emptied:
             self._cursors.pop(topic, None)
+            self._uncounted.add(topic)
         if self._link.up:
             if emptied:
                 self._link.unlisten(topic).addErrback(self._quietly, "unsubscribe")
@@ -203,7 +247,16 @@ class RedisBroker:
     # Subscribing.
 
     def _count(self, topic: bytes) -> Deferred[tuple[bytes, int]]:
-        return self._link.set_count(topic, self.local.count(topic))
+        count = self.local.count(topic)
+        counted = self._link.set_count(topic, count)
+        if count == 0:
+            counted.addCallback(self._zeroed, topic)
+        return counted
+
+    def _zeroed(self, result: Any, topic: bytes) -> Any:
+        if not self.local.count(topic):
+            self._uncounted.discard(topic)
+        return result
 
     def _join(self, topic: bytes, cursor: TopicCursor) -> Deferred[Any]:
         """
@@ -211,7 +264,7 @@ class RedisBroker:
         count the subscriber, and learn the topic's position (after every
         frame published before it was received: see L{RedisLink.sync}).
         """
-        self._joining[topic] = []
+        waiters = self._joining[topic] = []
         position: list[tuple[bytes, int]] = []
         joined = self._link.listen(topic)
         joined.addCallback(lambda _: self._count(topic))
@@ -220,7 +273,11 @@ class RedisBroker:
         joined.addCallback(lambda _: cursor.place(*position[0]))
 
         def release(result: Any) -> Any:
-            for waiter in self._joining.pop(topic, []):
+            # Only this join's waiters: the topic may have been left and
+            # joined again meanwhile, by a join with waiters of its own.
+            if self._joining.get(topic) is waiters:
+                del self._joining[topic]
+            for waiter in waiters:
                 waiter.callback(None)
             return result
 
@@ -253,7 +310,7 @@ class RedisBroker:
             self.metrics.delivered(count, self._clock.seconds() - envelope.published)
 
     def _recover(self, topic: bytes, cursor: TopicCursor) -> None:
-        fetched = self._link.fetch(topic, cursor.epoch, cursor.offset, self._history)
+        fetched = self._link.fetch(topic, cursor.epoch, cursor.offset, self._page)
         fetched.addTimeout(self._timeout, self._clock)
         fetched.addCallbacks(
             self._recovered,
@@ -263,20 +320,24 @@ class RedisBroker:
 
     def _recovered(
         self,
-        position: tuple[bytes, int, list[bytes]],
+        position: tuple[bytes, int, bytes, list[bytes]],
         topic: bytes,
         cursor: TopicCursor,
     ) -> None:
         if self._cursors.get(topic) is not cursor:
             return  # unsubscribed meanwhile
-        epoch, current, raw = position
+        epoch, current, at_raw, raw = position
+        try:
+            at = decode_envelope(at_raw) if at_raw else None
+        except ValueError:
+            at = None
         entries = []
         for data in raw:
             try:
                 entries.append(decode_envelope(data))
             except ValueError:
                 continue
-        outcome = cursor.recovered(epoch, current, entries)
+        outcome = cursor.recovered(epoch, current, entries, at)
         if outcome.gap:
             told = self.local.gap(topic)
             if self.metrics is not None:
@@ -322,10 +383,14 @@ class RedisBroker:
         after its cursor as its channel is back.
         """
         restoring = [self._beat()]
+        self._uncounted.difference_update(self.local)
+        for topic in sorted(self._uncounted):
+            # Left while the link was down: stop counting it in Redis.
+            restoring.append(self._count(topic))
         for topic in self.local:
             cursor = self._cursors.get(topic)
             if cursor is None:
-                cursor = self._cursors[topic] = TopicCursor(self._history)
+                cursor = self._cursors[topic] = TopicCursor(self._page)
             cursor.reconnected()
             restored = self._link.listen(topic)
             restored.addCallback(lambda _, topic=topic: self._count(topic))
@@ -333,9 +398,11 @@ class RedisBroker:
                 lambda _, topic=topic, cursor=cursor: self._recover(topic, cursor)
             )
             restoring.append(restored)
-        DeferredList(restoring, consumeErrors=True).addCallback(self._restored)
+        DeferredList(restoring, consumeErrors=True).addCallback(
+            self._restored, len(self.local.topics)
+        )
 
-    def _restored(self, results: list[tuple[bool, Any]]) -> None:
+    def _restored(self, results: list[tuple[bool, Any]], topics: int) -> None:
         if not self._link.up:
             return  # lost again meanwhile; the next _up starts over
         if not all(ok for ok, _ in results):
@@ -350,7 +417,7 @@ class RedisBroker:
             "Broker {name} {what}; {topics} topic(s) restored",
             name=self.name,
             what="reconnected" if self._was_up else "connected",
-            topics=len(results) - 1,
+            topics=topics,
         )
         self._was_up = True
         self._outage_told = False
@@ -381,16 +448,42 @@ class RedisBroker:
     def _beat(self) -> Deferred[Any]:
         if not self._link.up:
             return succeed(None)
-        beat = self._link.heartbeat()
+        # Both connections must answer: a stalled subscriber connection
+        # would lose every frame while this node is still counted.
+        beat = gatherResults(
+            [self._link.heartbeat(), self._link.sync()], consumeErrors=True
+        )
         beat.addTimeout(max(self._ttl / 3, 0.1), self._clock)
+        beat.addCallback(lambda replies: self._beaten(replies[0]))
         return beat.addErrback(self._beat_failed)
 
+    def _beaten(self, reply: tuple[int, bool]) -> None:
+        _, rejoined = reply
+        if not (rejoined and self._ready):
+            return  # (a node coming up records its counts anyway)
+        # The other nodes forgot this one (silent past the ttl: a blocked
+        # reactor or a slow Redis) and deleted its counts: record them again.
+        self._log.warn(
+            "Broker {name}: this node was silent for longer than the ttl and "
+            "forgotten; recording its {topics} topic(s) again",
+            name=self.name,
+            topics=len(self.local.topics),
+        )
+        for topic in self.local:
+            self._count(topic).addErrback(self._quietly, "subscribe")
+
     def _beat_failed(self, failure: Failure) -> None:
+        if failure.check(FirstError):
+            failure = failure.value.subFailure
         if self._link.up:
             self._log.warn(
                 "Broker {name}: heartbeat unanswered ({why}); reconnecting",
                 name=self.name,
-                why=failure.getErrorMessage(),
+                why=(
+                    f"no answer within {max(self._ttl / 3, 0.1):g} s"
+                    if failure.check(TimeoutError, CancelledError)
+                    else failure.getErrorMessage() or failure.type.__name__
+                ),
             )
             self._link.reset()
 
@@ -400,6 +493,10 @@ class RedisBroker:
         self._queued -= 1
         return result
 
+    def _answer(self, result: Any, answer: Deferred[int]) -> None:
+        if not answer.called:
+            answer.callback(result)  # a Failure takes the errback chain
+
     def _published(self, subscribers: int) -> int:
         if self.metrics is not None:
             self.metrics.published(subscribers)
@@ -408,7 +505,9 @@ class RedisBroker:
     def _publish_failed(self, failure: Failure) -> Failure:
         if self.metrics is not None:
             self.metrics.publish_failed()
-        if not self._link.up or failure.check(Unavailable):
+        if not self._link.up or failure.check(Unavailable, TimeoutError):
+            # (No line per publish when Redis does not answer: the
+            # heartbeat finds it and says so once.)
             return Failure(Unavailable("broker"))
         self._log.warn(
             "Broker {name}: a publish failed ({why})",

@@ -89,7 +89,8 @@ if not epoch then
   redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[1], 'e', epoch, 'o', 0)
 end
-local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
+-- As an integer: Lua's own conversion of a number writes 1e+14.
+local offset = string.format('%d', redis.call('HINCRBY', KEYS[1], 'o', 1))
 local envelope = table.concat({epoch, offset, ARGV[8], ARGV[3], ARGV[2]}, ' ')
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[6], offset .. '-0', 'm', envelope)
 redis.call('EXPIRE', KEYS[1], ARGV[9])
@@ -101,20 +102,28 @@ return n
 )
 
 #: KEYS: meta, hist.  ARGV: known epoch (or empty), after offset, limit.
-#: Returns {epoch or "", last offset, envelope...}: the history after the
-#: offset, or from the epoch's start when the epoch is not the known one.
+#: Returns {epoch or "", last offset, the envelope at the offset or "",
+#: envelope...}: the history after the offset, or from the epoch's start
+#: when the epoch is not the known one.  The envelope at the offset lets
+#: the node check that it is the one it delivered (not rewritten after a
+#: rewind).
 FETCH = Script(
     "fetch",
     b"""
 local meta = redis.call('HMGET', KEYS[1], 'e', 'o')
 local epoch = meta[1]
-if not epoch then return {'', 0} end
+if not epoch then return {'', 0, ''} end
 local current = tonumber(meta[2])
 local after = tonumber(ARGV[2])
 if epoch ~= ARGV[1] then after = 0 end
-local out = {epoch, current}
+local out = {epoch, current, ''}
+if after > 0 then
+  local at = string.format('%d-0', after)
+  local here = redis.call('XRANGE', KEYS[2], at, at)
+  if #here > 0 then out[3] = here[1][2][2] end
+end
 if current > after then
-  local first = '(' .. after .. '-0'
+  local first = string.format('(%d-0', after)
   local entries = redis.call('XRANGE', KEYS[2], first, '+', 'COUNT', ARGV[3])
   for i = 1, #entries do out[#out + 1] = entries[i][2][2] end
 end
@@ -148,18 +157,20 @@ COUNT = Script(
 )
 
 #: KEYS: nodes.  ARGV: node, ttl, prefix.  Marks the node alive and forgets
-#: the nodes silent for longer than the ttl; returns how many.
+#: the nodes silent for longer than the ttl; returns {how many it forgot,
+#: 1 when the node itself was not registered (new, or forgotten: its
+#: counts are gone) else 0}.
 HEARTBEAT = Script(
     "heartbeat",
     (
         _NOW
         + _FORGET_NODE
         + """
-redis.call('ZADD', KEYS[1], now, ARGV[1])
+local rejoined = redis.call('ZADD', KEYS[1], now, ARGV[1])
 local limit = '(' .. (now - tonumber(ARGV[2]))
 local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', limit)
 for i = 1, #dead do forget_node(KEYS[1], ARGV[3], dead[i]) end
-return #dead
+return {#dead, rejoined}
 """
     ).encode(),
 )
