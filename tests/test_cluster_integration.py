@@ -527,6 +527,42 @@ class OperationsTests(ClusterTestCase):
         self.assertEqual(subscriber.line(), b"MSG t from outside")
 
 
+class PublishCommandTests(SynchronousTestCase):
+    """
+    echoplus publish without a reachable broker.
+    """
+
+    def test_unreachable(self) -> None:
+        """
+        No Redis there: one line saying so and why, exit status 1.
+        """
+        port = _free_port()
+        result = subprocess.run(
+            [sys.executable, "-m", "echoplus", "publish", "--broker",
+             f"redis://127.0.0.1:{port}", "--timeout", "1", "t", "x"],
+            capture_output=True, text=True, env=twistd_environment(), cwd=str(REPO),
+            timeout=30,
+        )  # fmt: skip
+        self.assertEqual((result.returncode, result.stdout), (1, ""))
+        lines = result.stderr.splitlines()
+        self.assertEqual(len(lines), 1, result.stderr)
+        self.assertIn(f"cannot reach the broker redis://127.0.0.1:{port}/0:", lines[0])
+        self.assertIn("refused", lines[0].lower())
+
+    def test_memory_is_refused(self) -> None:
+        """
+        The memory broker cannot be published into from outside.
+        """
+        result = subprocess.run(
+            [sys.executable, "-m", "echoplus", "publish", "--broker", "memory",
+             "t", "x"],
+            capture_output=True, text=True, env=twistd_environment(), cwd=str(REPO),
+            timeout=30,
+        )  # fmt: skip
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("publish needs --broker redis://", result.stderr)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

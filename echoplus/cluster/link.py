@@ -475,7 +475,15 @@ def _down() -> Deferred[Any]:
 
 
 def _reason(failure: Failure) -> str:
+    """
+    A connection failure in one short phrase: the OS's words when there is
+    an OS error behind it, else the error's own text.
+    """
     value = failure.value
     inner = getattr(value, "socketError", None) or getattr(value, "osError", None)
-    text = str(inner or value).strip() or type(value).__name__
+    if isinstance(inner, OSError) and inner.strerror:
+        return inner.strerror
+    if isinstance(value, OSError) and value.strerror:
+        return value.strerror
+    text = str(value).strip() or type(value).__name__
     return text.rstrip(".")

@@ -131,36 +131,26 @@ async def _publish(
 ) -> None:
     from twisted.internet.task import deferLater
 
-    from echoplus.cluster.service import node_id
+    from echoplus.cluster.service import redis_broker
+    from echoplus.errors import ConfigError
 
     try:
-        from echoplus.cluster.link import RedisLink
-        from echoplus.cluster.redis import RedisBroker
-    except ImportError as error:
-        outcome["error"] = (
-            f"the Redis client is missing ({error.name}): pip install 'echoplus[redis]'"
+        broker = redis_broker(
+            url,
+            reactor,
+            prefix=arguments.broker_prefix,
+            history=arguments.broker_history,
+            ttl=arguments.broker_ttl,
         )
+    except ConfigError as error:
+        outcome["error"] = str(error)
         return
-    link = RedisLink(
-        url,
-        arguments.broker_prefix,
-        node_id(),
-        reactor,
-        ttl=arguments.broker_ttl,
-        history=arguments.broker_history,
-    )
-    broker = RedisBroker(
-        link, reactor, history=arguments.broker_history, ttl=arguments.broker_ttl
-    )
-    reasons: list[str] = []
-    told = link.on_failure
-    link.on_failure = lambda why: (reasons.append(why), told(why))
     broker.start()
     deadline = reactor.seconds() + arguments.timeout
     try:
         while broker.status() != "connected":
             if reactor.seconds() > deadline:
-                why = reasons[-1] if reasons else "no answer"
+                why = broker.last_failure or "no answer"
                 outcome["error"] = f"cannot reach the broker {url.display()}: {why}"
                 return
             await deferLater(reactor, 0.05, lambda: None)

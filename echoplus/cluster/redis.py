@@ -73,7 +73,10 @@ class RedisBroker:
 
     @ivar node: this node's id in Redis.
     @ivar local: this node's subscribers.
+    @ivar last_failure: why the last connection attempt failed, if any did.
     """
+
+    last_failure: str | None = None
 
     _log = Logger()
 
@@ -435,6 +438,7 @@ class RedisBroker:
         )
 
     def _failure(self, why: str) -> None:
+        self.last_failure = why
         if self._outage_told:
             return
         self._outage_told = True

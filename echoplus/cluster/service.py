@@ -21,9 +21,12 @@ from echoplus.interfaces import IBroker
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from echoplus.cluster.metrics import BrokerMetrics
+    from echoplus.cluster.redis import RedisBroker
+    from echoplus.cluster.url import BrokerURL
     from echoplus.config import Settings
 
-__all__ = ["BrokerService", "make_broker", "node_id"]
+__all__ = ["BrokerService", "make_broker", "node_id", "redis_broker"]
 
 
 def node_id() -> bytes:
@@ -55,6 +58,29 @@ def make_broker(
         if metrics is not None:
             metrics.connected(True)
         return MemoryBroker(metrics)
+    return redis_broker(
+        url,
+        reactor,
+        prefix=settings.broker_prefix,
+        history=settings.broker_history,
+        ttl=settings.broker_ttl,
+        metrics=metrics,
+    )
+
+
+def redis_broker(
+    url: BrokerURL,
+    reactor: Any,
+    prefix: str,
+    history: int,
+    ttl: float,
+    metrics: BrokerMetrics | None = None,
+) -> RedisBroker:
+    """
+    A Redis engine (not started) for C{url}, as a new node.
+
+    @raise ConfigError: the C{redis} extra is not installed.
+    """
     try:
         from echoplus.cluster.link import RedisLink
         from echoplus.cluster.redis import RedisBroker
@@ -63,21 +89,8 @@ def make_broker(
             f"--broker {url.display()} needs the Redis client ({error.name} is "
             "missing): pip install 'echoplus[redis]'"
         ) from None
-    link = RedisLink(
-        url,
-        settings.broker_prefix,
-        node_id(),
-        reactor,
-        ttl=settings.broker_ttl,
-        history=settings.broker_history,
-    )
-    return RedisBroker(
-        link,
-        reactor,
-        history=settings.broker_history,
-        ttl=settings.broker_ttl,
-        metrics=metrics,
-    )
+    link = RedisLink(url, prefix, node_id(), reactor, ttl=ttl, history=history)
+    return RedisBroker(link, reactor, history=history, ttl=ttl, metrics=metrics)
 
 
 class BrokerService(Service):
