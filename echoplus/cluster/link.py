@@ -25,6 +25,7 @@ scripts are loaded.
 
 from __future__ import annotations
 
+import os
 import random
 from typing import Any, Callable
 
@@ -483,6 +484,8 @@ def _reason(failure: Failure) -> str:
     inner = getattr(value, "socketError", None) or getattr(value, "osError", None)
     if isinstance(inner, OSError) and inner.strerror:
         return inner.strerror
+    if isinstance(inner, int):
+        return os.strerror(inner)
     if isinstance(value, OSError) and value.strerror:
         return value.strerror
     text = str(value).strip() or type(value).__name__
