@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
@@ -156,13 +156,7 @@ class Twistd:
         """
         SIGTERM the process and wait for it; return its exit status.
         """
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
+        return stop_process(self.process, timeout)
 
     def drain_output(self) -> str:
         """
@@ -200,6 +194,20 @@ def run_twistd(
         env=twistd_environment(env),
         cwd=str(REPO),
     )
+
+
+def stop_process(process: subprocess.Popen[Any], timeout: float = 15.0) -> int:
+    """
+    SIGTERM a child process and wait for it (SIGKILL after C{timeout}
+    seconds); return its exit status.
+    """
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
 
 
 def receive_exactly(sock: socket.socket, size: int) -> bytes:

@@ -618,3 +618,23 @@ class MakeBrokerTests(SynchronousTestCase):
             ConfigError, make_broker, Settings(broker="redis://h"), Clock()
         )
         self.assertIn("pip install 'echoplus[redis]'", str(error))
+
+
+class LinkFactoryTests(SynchronousTestCase):
+    """
+    The link's protocol factory.
+    """
+
+    def test_reason_belongs_to_one_connection(self) -> None:
+        """
+        Why one connection was refused is not reported again for the next
+        one, which may fail for another reason.
+        """
+        import txredisapi
+
+        from echoplus.cluster.link import _Factory
+
+        factory = _Factory(txredisapi.RedisProtocol, parse_broker_url("redis://h"))
+        factory.connectionError("Redis error: could not auth: WRONGPASS")
+        factory.buildProtocol(None)
+        self.assertIsNone(factory.error)

@@ -29,7 +29,7 @@ from typing import Any, Iterator
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from tests.support import REPO, Twistd, receive_lines
+from tests.support import REPO, Twistd, receive_lines, stop_process
 
 PROMETHEUS = shutil.which("prometheus")
 DASHBOARD = REPO / "deploy" / "grafana-dashboard.json"
@@ -195,13 +195,7 @@ class Prometheus:
         )
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
 
 
 def _problem(result: Any) -> str | None:

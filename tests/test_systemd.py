@@ -27,7 +27,14 @@ from echoplus.systemd import (
     passed_sockets,
     systemd_server_endpoint,
 )
-from tests.support import REPO, TWISTD, Twistd, receive_lines, twistd_environment
+from tests.support import (
+    REPO,
+    TWISTD,
+    Twistd,
+    receive_lines,
+    stop_process,
+    twistd_environment,
+)
 
 ACTIVATE = shutil.which("systemd-socket-activate")
 
@@ -71,13 +78,7 @@ class Process:
         raise AssertionError(f"no {pattern!r} in:\n" + "".join(self.output))
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
 
 
 def free_port(below: int | None = None) -> int:

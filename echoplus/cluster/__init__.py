@@ -13,8 +13,9 @@ Around them: L{local} (a node's own subscribers, shared by both engines),
 L{url} (the C{--broker} value, parsed without importing any client),
 L{envelope} and L{recovery} (the sans-IO wire record and per-topic cursor
 of the Redis engine), L{link} (the Redis connections, on txredisapi and
-Twisted's C{ClientService}), L{scripts} (its Lua), L{metrics} and
-L{service} (building the engine the settings name, and its lifetime).
+Twisted's C{ClientService}), L{scripts} (its Lua), L{metrics},
+L{service} (building the engine the settings name, and its lifetime) and
+L{publish} (the C{echoplus publish} command).
 
 This package imports from C{echoplus.context}, C{echoplus.errors} and
 C{echoplus.interfaces} only; nothing below it imports it, and the Redis

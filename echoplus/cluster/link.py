@@ -100,6 +100,7 @@ class _Factory(Factory):
         self.on_message: Callable[[bytes, bytes], None] = lambda channel, data: None
 
     def buildProtocol(self, addr: Any) -> Any:
+        self.error = None  # a reason belongs to one connection, not the next
         protocol = self.protocol(
             None,  # charset: replies stay bytes
             password=self.url.password,
