@@ -5,7 +5,7 @@ Profile a real echoplus listener under load: where the server's time goes.
 
 Runs an echoplus listener (the real factory and protocol, epoll reactor)
 in this process under cProfile, drives it with the C load generator
-(C{../shared/tools/loadgen}, built on the fly) or C{echoplus bench} from
+(C{loadgen.c} beside this file, built on the fly) or C{echoplus bench} from
 another process, and prints the functions with the most own time.  The
 server is pinned to core 0 and the load to core 1 when C{taskset} exists.
 """

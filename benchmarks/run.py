@@ -11,12 +11,13 @@ Each server is primed with a throw-away run, then the servers of a scenario
 take turns, round after round (interleaved, so slow drift of a noisy
 machine hits all of them alike), and the table shows medians.  Each
 target is the median of its per-round ratios (the two servers measured in
-the same round), printed with their range.  The load
-comes from C{../shared/tools/loadgen} (C, epoll; built into a temporary
-directory) when present, else from C{echoplus bench}; netstring is always
-driven by C{echoplus bench} (the C load generator does not speak it).  The
-load generator's CPU use is shown: near 100% the figure measures it, not
-the server.
+the same round), printed with their range.  The load for line, int32,
+netstring and raw comes from C{loadgen.c} beside this file (C, epoll; a
+copy of C{../shared/tools/loadgen} extended with netstring, built with
+C{gcc -O2} into a temporary directory), or from C{--loadgen PATH}; without
+gcc, with C{--python-load}, and for websocket it comes from C{echoplus
+bench}.  The load generator's CPU use is shown: near 100% the figure
+measures it, not the server.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from scenarios import SCENARIOS, TARGETS, Results, Scenario, ServerSpec
 
 REPO = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
-LOADGEN_SOURCE = REPO.parent / "shared" / "tools" / "loadgen" / "loadgen.c"
+LOADGEN_SOURCE = HERE / "loadgen.c"
 PYTHON = sys.executable
 _LISTENING = re.compile(r"echoplus listening on \S+ at \S+:(\d+)")
 _PEER_LISTENING = re.compile(r"listening on (\d+)")
@@ -173,12 +174,13 @@ class Server:
 
 
 def build_loadgen(explicit: str | None) -> str | None:
-    """The C load generator's path: given, on PATH, or built from source."""
+    """
+    The C load generator's path: given, or built from C{loadgen.c} (not a
+    C{loadgen} on PATH, which may be the shared one, without netstring);
+    L{None} without gcc.
+    """
     if explicit:
         return explicit
-    found = shutil.which("loadgen")
-    if found:
-        return found
     if not LOADGEN_SOURCE.exists() or not shutil.which("gcc"):
         return None
     target = Path(tempfile.mkdtemp(prefix="echoplus-bench-")) / "loadgen"
@@ -190,7 +192,7 @@ def run_load(
     loadgen: str | None, scenario: Scenario, port: int, seconds: float
 ) -> dict[str, float]:
     """Drive one server once; return msgs_per_s, MBps, p50_us, p99_us, lg_cpu."""
-    if loadgen and scenario.mode in ("line", "int32", "raw"):
+    if loadgen and scenario.mode in ("line", "int32", "netstring", "raw"):
         command = [
             loadgen,
             str(port),
@@ -374,7 +376,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scenarios", help=f"comma-separated: {', '.join(SCENARIOS)}")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=3.0, help="seconds a run")
-    parser.add_argument("--loadgen", help="path of the C load generator")
+    parser.add_argument(
+        "--loadgen", help="path of the C load generator (built from loadgen.c)"
+    )
     parser.add_argument("--python-load", action="store_true", help="use echoplus bench")
     parser.add_argument("--chart", help="write the chart here (PNG or SVG)")
     parser.add_argument("--json", help="write the medians here")

@@ -40,9 +40,12 @@ class Scenario:
     """
     A load shape and its servers.
 
-    @ivar mode: the load's wire format: C{line}, C{int32}, C{raw},
-        C{netstring} or C{websocket}.
-    @ivar size: bytes per message; for C{line} including the newline.
+    @ivar mode: the load's wire format: C{line}, C{int32}, C{raw} or
+        C{netstring} (driven by the C load generator, C{loadgen.c}), or
+        C{websocket} (driven by C{echoplus bench}).
+    @ivar size: bytes per message; for C{line} including the newline, for
+        C{int32} and C{netstring} the payload without its length prefix
+        (and, for netstring, the comma).
     """
 
     name: str
