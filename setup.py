@@ -1,10 +1,13 @@
 """
-The optional compiled codecs; everything else about the package is in
+The optional compiled path; everything else about the package is in
 setup.cfg.
 
-C{echoplus/_codecs.py} is compiled by Cython (pure-Python mode, with the C
-types of C{echoplus/_codecs_c.pxd}) into the extension C{echoplus._codecs_c}.
-Without Cython or a C compiler, or when the compile fails, the install goes
+Two sources are compiled by Cython in pure-Python mode, each with the C
+types of the .pxd named after its module: C{echoplus/_codecs.py} (the
+framing's decoders and encoders) into C{echoplus._codecs_c}, and
+C{echoplus/_readpath.py} (the protocol's per-read path) into
+C{echoplus._readpath_c}.
+Without Cython or a C compiler, or when a compile fails, the install goes
 on as pure Python and says so in one line, unless
 C{ECHOPLUS_REQUIRE_EXTENSIONS=1}, which makes that an error (for CI).
 C{ECHOPLUS_NO_EXTENSIONS=1} at build time skips the compile.
@@ -19,6 +22,8 @@ from setuptools.command.build_ext import build_ext
 REQUIRE = os.environ.get("ECHOPLUS_REQUIRE_EXTENSIONS", "") not in ("", "0")
 SKIP = os.environ.get("ECHOPLUS_NO_EXTENSIONS", "") not in ("", "0")
 BUILD_DIR = os.path.join("build", "cython")
+#: The sources compiled, each with the name of its module (and .pxd).
+COMPILED = (("_codecs", "_codecs_c"), ("_readpath", "_readpath_c"))
 FALLBACK = "echoplus: building without the compiled codecs (pure Python): {}"
 
 
@@ -39,10 +44,17 @@ class OptionalBuildExt(build_ext):
         except Exception as error:  # no compiler at all, broken toolchain
             _give_up(f"the compile failed ({error})")
 
+    failed = False
+
     def build_extension(self, ext):
+        # Both modules or neither (echoplus uses the compiled ones together):
+        # after one failed compile, say so once and build no more.
+        if self.failed:
+            return
         try:
             super().build_extension(ext)
         except Exception as error:
+            self.failed = True
             _give_up(f"the compile failed ({error})")
 
 
@@ -58,16 +70,24 @@ def extensions():
     except ImportError:
         _give_up("Cython is not installed")
         return []
-    # Cython tracks _codecs.py but not the .pxd of another name beside it.
-    generated = os.path.join(BUILD_DIR, "echoplus", "_codecs.c")
-    stale = os.path.exists(generated) and os.path.getmtime(
-        "echoplus/_codecs_c.pxd"
-    ) > os.path.getmtime(generated)
+    # Each source is compiled under the name of the .pxd of C types beside
+    # it; Cython tracks the source but not a .pxd of another name, so a
+    # newer .pxd forces the compile.
+    modules = []
+    force = False
+    for source, compiled in COMPILED:
+        generated = os.path.join(BUILD_DIR, "echoplus", source + ".c")
+        force = force or (
+            os.path.exists(generated)
+            and os.path.getmtime(f"echoplus/{compiled}.pxd")
+            > os.path.getmtime(generated)
+        )
+        modules.append(Extension(f"echoplus.{compiled}", [f"echoplus/{source}.py"]))
     try:
         return cythonize(
-            [Extension("echoplus._codecs_c", ["echoplus/_codecs.py"])],
+            modules,
             build_dir=BUILD_DIR,
-            force=stale,
+            force=force,
             # The types are in the .pxd; the annotations are for readers.
             compiler_directives={"language_level": 3, "annotation_typing": False},
             quiet=True,

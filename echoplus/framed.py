@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from echoplus._extensions import MODULES
 from echoplus.context import ConnectionContext
 from echoplus.dispatch import OrderedDispatcher
 from echoplus.errors import (
@@ -48,6 +49,11 @@ from echoplus.logs import format_address
 from echoplus.policies import ConnectionPolicies
 from echoplus.transports import choose_writer
 
+# The per-read path (dataReceived, the batch's dispatch, encoding, the write
+# funnel) and the state it touches: compiled when echoplus was built with a
+# C compiler, the same source in Python otherwise (see _extensions).
+ReadPath = MODULES["_readpath"].ReadPath
+
 if TYPE_CHECKING:
     from echoplus.factory import EchoPlusFactory
 
@@ -63,7 +69,7 @@ _SHAREABLE_ENCODERS = (LineEncoder, IntPrefixEncoder, NetstringEncoder, RawEncod
 
 
 @implementer(IHalfCloseableProtocol, IPushProducer)
-class FramedProtocol(ConnectionPolicies, Protocol):
+class FramedProtocol(ReadPath, ConnectionPolicies, Protocol):
     """
     The base of every wire format: framing, ordered dispatch, error frames,
     half-close, and flow control.
@@ -85,28 +91,26 @@ class FramedProtocol(ConnectionPolicies, Protocol):
     # these attributes on every read.  Subclasses may still add their own
     # attributes (Protocol instances have a __dict__).
     __slots__ = (
+        # The connection's own state.
         "_abort_call",
-        "_batch",
-        "_bytes_in",
-        "_bytes_out",
         "_chain",
-        "_closing",
-        "_decoder",
-        "_dispatcher",
-        "_encoder",
         "_fatal",
-        "_frames_in",
-        "_frames_out",
-        "_generation",
         "_input_done",
-        "_metrics",
         "_owed_call",
         "_paused",
-        "_send",
         "context",
         "opened_at",
         "processors",
         "settings",
+        # ConnectionPolicies' state (a mixin without slots of its own: the
+        # compiled ReadPath is the one base with a C layout).
+        "_discarding",
+        "_frame_since",
+        "_idle_since",
+        "_overload_call",
+        "_rate_call",
+        "_refused",
+        "_unsent",
     )
 
     _decodes_frames: ClassVar[bool] = False
@@ -167,6 +171,9 @@ class FramedProtocol(ConnectionPolicies, Protocol):
         self._metrics = factory.metrics
         self.opened_at = factory.clock.seconds()
         self._frames_in = self._frames_out = self._bytes_in = self._bytes_out = 0
+        # The frame hooks, as the read path reads them.
+        self._decodes = self._decodes_frames
+        self._encodes = self._encodes_frames
         self.context = ConnectionContext(
             factory.next_connection_id(),
             self.transport.getPeer(),
@@ -242,55 +249,6 @@ class FramedProtocol(ConnectionPolicies, Protocol):
         self._dispatcher.timeout = settings.processor_timeout
         if factory.chain is self._chain:
             self._generation = factory.generation
-
-    def dataReceived(self, data: bytes) -> None:
-        # The hot path: one pass per read, whatever the number of frames,
-        # and one write for all of its replies.
-        if self._closing:
-            return
-        if self._generation != self.factory.generation:
-            self._reconfigure()
-        decoder = self._decoder
-        frames = decoder.feed(data)
-        self._bytes_in += len(data)
-        self._active = True  # for the idle timeout's sweep
-        if frames:
-            self._dispatch_frames(frames)
-        if decoder.error is not None:
-            self.fail(decoder.error)
-
-    def _dispatch_frames(self, frames: list[bytes]) -> None:
-        """
-        Run the frames of one read through the chain and write every reply
-        that is ready in one write.
-        """
-        count = len(frames)
-        self._frames_in += count
-        self._progressed = True  # for the frame timeout's sweep
-        error: EchoPlusError | None = None
-        if self._decodes_frames:
-            frames, error = self._decode_frames(frames)
-        out: list[bytes] = []
-        self._batch = out
-        metrics = self._metrics
-        try:
-            if metrics is None:
-                pending = self._dispatcher.dispatch(frames, out)
-            else:
-                started = metrics.timer()
-                pending = self._dispatcher.dispatch(frames, out)
-                metrics.observe(metrics.timer() - started)
-        finally:
-            self._batch = None
-        if out:
-            # _write_payloads(out), one call fewer.
-            self._write_encoded(len(out), self._encode(out))
-        if pending >= self.settings.max_inflight:
-            self._pause("inflight")
-        if self._rate is not None:
-            self._take_tokens(count)
-        if error is not None:
-            self.fail(error)
 
     def _decode_frames(
         self, frames: list[bytes]
@@ -403,31 +361,6 @@ class FramedProtocol(ConnectionPolicies, Protocol):
         Encode payloads and write them in one write.
         """
         self._write_encoded(len(payloads), self._encode(payloads))
-
-    def _encode(self, payloads: Sequence[bytes]) -> bytes:
-        """
-        Frame payloads into one C{bytes}; a payload the framing cannot carry
-        becomes an error frame in its place.
-        """
-        if self._encodes_frames:
-            payloads = [self.encode_frame(payload) for payload in payloads]
-        try:
-            return self._encoder.encode_batch(payloads)
-        except ValueError:
-            return b"".join(self._encode_each(payloads))
-
-    def _write_encoded(self, count: int, data: bytes) -> None:
-        """
-        Write C{data}, C{count} frames already encoded: every write passes
-        here.
-        """
-        size = len(data)
-        if self._write_paused and not self._within_budget(size):
-            return  # past --max-write-buffer: closing, output dropped
-        self._sending = size
-        self._frames_out += count
-        self._bytes_out += size
-        self._send(data)
 
     def _encode_each(self, payloads: Sequence[bytes]) -> list[bytes]:
         """

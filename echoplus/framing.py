@@ -39,16 +39,16 @@ C{ECHOPLUS_NO_EXTENSIONS=1} in the environment forces the Python one.
 
 from __future__ import annotations
 
-import os
-from importlib.machinery import EXTENSION_SUFFIXES
-from typing import Mapping, Protocol, Sequence
+from typing import Protocol, Sequence
 
+from echoplus._extensions import ACCELERATED, MODULES, NO_EXTENSIONS_VARIABLE
 from echoplus.errors import FramingError
 
 __all__ = [
     "ACCELERATED",
     "DEFAULT_MAX_FRAME",
     "IMPLEMENTATION",
+    "NO_EXTENSIONS_VARIABLE",
     "BufferedDecoder",
     "Decoder",
     "Encoder",
@@ -99,48 +99,7 @@ class Encoder(Protocol):
         """
 
 
-#: Set to C{1} (any non-empty value but C{0}) to use the pure-Python codecs
-#: even when the compiled ones are installed.
-NO_EXTENSIONS_VARIABLE = "ECHOPLUS_NO_EXTENSIONS"
-
-
-def _wants_extensions(environ: Mapping[str, str]) -> bool:
-    """
-    Whether the environment allows the compiled codecs.
-    """
-    return environ.get(NO_EXTENSIONS_VARIABLE, "") in ("", "0")
-
-
-def _stale_build() -> bool:
-    """
-    Whether this is a source checkout (C{setup.py} beside the package) whose
-    C{_codecs.py} was edited after its in-place build: then the build is not
-    used, so an edit is never hidden by an old build.  (An install's file
-    times say nothing of which was built from which: only a checkout is
-    checked.)
-    """
-    here = os.path.dirname(os.path.abspath(__file__))
-    if not os.path.exists(os.path.join(os.path.dirname(here), "setup.py")):
-        return False
-    source = os.path.getmtime(os.path.join(here, "_codecs.py"))
-    return any(
-        os.path.getmtime(os.path.join(here, "_codecs_c" + suffix)) < source
-        for suffix in EXTENSION_SUFFIXES
-        if os.path.exists(os.path.join(here, "_codecs_c" + suffix))
-    )
-
-
-if _wants_extensions(os.environ) and not _stale_build():
-    try:
-        from echoplus import _codecs_c as _codecs
-    except ImportError:  # not built: installed without a C compiler
-        from echoplus import _codecs
-else:
-    from echoplus import _codecs
-
-#: Whether the compiled codecs are in use (C{echoplus._codecs_c}, built
-#: from the same source by Cython), rather than the pure-Python ones.
-ACCELERATED: bool = _codecs.__name__ == "echoplus._codecs_c"
+_codecs = MODULES["_codecs"]
 
 #: Which implementation is in use, for logs and C{--version}:
 #: C{"compiled"} or C{"pure Python"}.

@@ -142,21 +142,12 @@ class ConnectionPolicies:
 
     _log = Logger()
 
-    # This connection's policy state (see FramedProtocol.__slots__).
-    __slots__ = (
-        "_active",
-        "_discarding",
-        "_frame_since",
-        "_idle_since",
-        "_overload_call",
-        "_progressed",
-        "_rate",
-        "_rate_call",
-        "_refused",
-        "_sending",
-        "_unsent",
-        "_write_paused",
-    )
+    # This connection's policy state is in FramedProtocol.__slots__ (and
+    # the read path's fields), so that the compiled ReadPath is the one base
+    # with a C layout: _active, _discarding, _frame_since, _idle_since,
+    # _overload_call, _progressed, _rate, _rate_call, _refused, _sending,
+    # _unsent, _write_paused.
+    __slots__ = ()
 
     # Provided by FramedProtocol.
     factory: Any

@@ -1,7 +1,9 @@
 """
-Tests for the choice between the compiled and the pure-Python codecs in
-L{echoplus.framing}: C{ECHOPLUS_NO_EXTENSIONS=1}, and a checkout whose
-C{_codecs.py} was edited after its in-place build.
+Tests for the choice between the compiled and the pure-Python builds
+(L{echoplus._extensions}): the codecs of L{echoplus.framing} and the read
+path that L{echoplus.framed.FramedProtocol} inherits are compiled together
+or not at all; C{ECHOPLUS_NO_EXTENSIONS=1}, and a checkout with a source
+edited after its in-place build, choose the Python ones.
 
 Each case imports echoplus in a fresh interpreter, since the choice is
 made at import.
@@ -24,12 +26,18 @@ from tests.test_packaging import _IGNORED, _temporary_directory
 def accelerated(checkout: Path, **environ: str) -> str:
     """
     Import echoplus from C{checkout} in a fresh interpreter; return what
-    C{echoplus.framing.ACCELERATED} says there.
+    C{echoplus.framing.ACCELERATED} says there, having checked that the
+    protocol's read path is of the same build.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("ECHOPLUS_")}
     env.update(environ, PYTHONPATH=str(checkout))
     result = subprocess.run(
-        [sys.executable, "-c", "import echoplus.framing as f; print(f.ACCELERATED)"],
+        [
+            sys.executable,
+            "-c",
+            "import echoplus.framing as f, echoplus.framed as p; "
+            "print(f.ACCELERATED, p.ReadPath.__module__)",
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -38,7 +46,11 @@ def accelerated(checkout: Path, **environ: str) -> str:
     )
     if result.returncode:
         raise AssertionError(result.stderr)
-    return result.stdout.strip()
+    flag, read_path = result.stdout.split()
+    expected = "echoplus._readpath_c" if flag == "True" else "echoplus._readpath"
+    if read_path != expected:
+        raise AssertionError(f"codecs accelerated: {flag}, but read path {read_path}")
+    return flag
 
 
 def require_built() -> None:
@@ -70,15 +82,19 @@ class SwitchTests(SynchronousTestCase):
 
     def test_stale_build_not_used(self) -> None:
         """
-        In a checkout, C{_codecs.py} edited after the in-place build is run
-        from source (an edit is never hidden by an old build).
+        In a checkout, a compiled source (C{_codecs.py}, C{_readpath.py})
+        edited after the in-place build is run from source, and so is the
+        other one: an edit is never hidden by an old build.
         """
         require_built()
         checkout = _temporary_directory() / "checkout"
         shutil.copytree(REPO, checkout, ignore=_IGNORED)
-        for path in (checkout / "echoplus").iterdir():
-            when = 2_000_000 if path.name.startswith("_codecs_c.") else 1_000_000
-            os.utime(path, (when, when))
-        self.assertEqual(accelerated(checkout), "True")
-        (checkout / "echoplus" / "_codecs.py").touch()  # edited since built
-        self.assertEqual(accelerated(checkout), "False")
+        package = checkout / "echoplus"
+        for edited in ("_codecs.py", "_readpath.py"):
+            for path in package.iterdir():
+                built = path.name.startswith(("_codecs_c.", "_readpath_c."))
+                when = 2_000_000 if built else 1_000_000
+                os.utime(path, (when, when))
+            self.assertEqual(accelerated(checkout), "True")
+            (package / edited).touch()  # edited since built
+            self.assertEqual(accelerated(checkout), "False", edited)
