@@ -180,25 +180,47 @@ class NetstringDecoder(BufferedDecoder):
         known_lengths = _KNOWN_LENGTHS
         offset = 0
         while offset < end_of_data:
-            colon = data.find(b":", offset, offset + max_digits + 1)
-            if colon < 0:
-                self._check_length_digits(data[offset : offset + max_digits + 1])
-                if self.error is None:
-                    self.need = end_of_data - offset + 1
-                    return offset
-                return end_of_data
-            digits = data[offset:colon]
-            length = known_lengths.get(digits, -1)
+            length = -1
+            if _COMPILED:
+                # Compiled, a plain decimal length is read as C bytes: no
+                # find, no slice, no dict lookup.  Anything else (a length
+                # not all received yet, a leading zero, a stray byte) takes
+                # the general path below, which says what is wrong.
+                colon = offset
+                # (At most 18 digits: a C integer holds them.)
+                digits_end = min(offset + min(max_digits, 18), end_of_data)
+                value = 0
+                while colon < digits_end and 0x30 <= data[colon] <= 0x39:
+                    value = value * 10 + (data[colon] - 0x30)
+                    colon += 1
+                if (
+                    offset < colon < end_of_data
+                    and data[colon] == 0x3A  # b":"
+                    and (data[offset] != 0x30 or colon == offset + 1)
+                ):
+                    length = value
             if length < 0:
-                if not digits.isdigit() or (digits[0] == 0x30 and colon - offset > 1):
-                    # Not a plain decimal length; find out what is wrong.
-                    self._check_length_digits(digits)
+                colon = data.find(b":", offset, offset + max_digits + 1)
+                if colon < 0:
+                    self._check_length_digits(data[offset : offset + max_digits + 1])
                     if self.error is None:
-                        self.error = BadFrame("netstring length is empty")
+                        self.need = end_of_data - offset + 1
+                        return offset
                     return end_of_data
-                length = int(digits)
-                if len(known_lengths) < _KNOWN_LENGTHS_LIMIT:
-                    known_lengths[digits] = length
+                digits = data[offset:colon]
+                length = known_lengths.get(digits, -1)
+                if length < 0:
+                    if not digits.isdigit() or (
+                        digits[0] == 0x30 and colon - offset > 1
+                    ):
+                        # Not a plain decimal length; find out what is wrong.
+                        self._check_length_digits(digits)
+                        if self.error is None:
+                            self.error = BadFrame("netstring length is empty")
+                        return end_of_data
+                    length = int(digits)
+                    if len(known_lengths) < _KNOWN_LENGTHS_LIMIT:
+                        known_lengths[digits] = length
             if length > max_frame:
                 self.error = FrameTooLong(
                     f"frame of {length} bytes exceeds the limit of {max_frame}"

@@ -48,6 +48,8 @@ cdef class NetstringDecoder(BufferedDecoder):
         colon=Py_ssize_t,
         end=Py_ssize_t,
         length=Py_ssize_t,
+        value=Py_ssize_t,
+        digits_end=Py_ssize_t,
         known_lengths=dict,
         digits=bytes,
     )

@@ -118,7 +118,19 @@ def pieces(draw: st.DrawFn, name: str, limit: int) -> bytes:
     if name == "netstring":
         digits = draw(
             st.sampled_from(
-                [b"%d" % len(payload), b"%d" % len(payload), b"0%d" % len(payload)]
+                [
+                    b"%d" % len(payload),
+                    b"%d" % len(payload),
+                    b"0%d" % len(payload),
+                    # Length fields the compiled fast path must hand over
+                    # to the general one: empty, a stray byte, a sign,
+                    # more digits than any limit, more than a C integer.
+                    b"",
+                    b"%dx" % len(payload),
+                    b"+%d" % len(payload),
+                    b"9" * 12,
+                    b"1" * 21,
+                ]
             )
         )
         if kind == "short":
