@@ -18,6 +18,8 @@ killed.  KIND is one of L{PEERS}:
   - C{asyncio-batched}: an C{asyncio.Protocol} that splits the lines of each
     chunk by hand and writes all replies of a chunk at once (the best
     hand-tuned asyncio line echo);
+  - C{asyncio-bare}: an C{asyncio.Protocol} writing every chunk back as it
+    came (asyncio's floor, as C{twisted-bare-direct} is Twisted's);
   - C{asyncio-batched-int32}: the same for int32 frames, parsed by hand with
     offsets (C{struct.unpack_from}), one write of all replies per chunk;
   - the same two with C{-uvloop} appended, on uvloop's event loop;
@@ -115,6 +117,16 @@ class _BatchedLineEcho(asyncio.Protocol):
             self.transport.write(b"\n".join(lines))
 
 
+class _BareEcho(asyncio.Protocol):
+    """Write every chunk back as it came: asyncio's floor, no framing."""
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
 class _BatchedInt32Echo(asyncio.Protocol):
     """
     Int32-prefixed frames parsed by hand with offsets; all replies of a
@@ -164,7 +176,13 @@ async def _asyncio_main(kind: str, port: int) -> None:
             _streams_echo, "127.0.0.1", port, backlog=1024, limit=65537
         )
     else:
-        protocol = _BatchedInt32Echo if "int32" in kind else _BatchedLineEcho
+        protocol = (
+            _BatchedInt32Echo
+            if "int32" in kind
+            else _BareEcho
+            if kind.startswith("asyncio-bare")
+            else _BatchedLineEcho
+        )
         server = await loop.create_server(protocol, "127.0.0.1", port, backlog=1024)
     print(f"listening on {server.sockets[0].getsockname()[1]}", flush=True)
     async with server:
@@ -235,6 +253,7 @@ PEERS: dict[str, str] = {
     "websockets-asyncio": "websocket",
     "autobahn-twisted": "websocket",
     "asyncio-batched-int32": "int32",
+    "asyncio-bare": "raw",
 }
 
 

@@ -103,6 +103,7 @@ SCENARIOS: dict[str, Scenario] = {
             ServerSpec("twisted LineReceiver", peer="twisted-line"),
             _BARE,
             ServerSpec("twisted bare + direct send", peer="twisted-bare-direct"),
+            ServerSpec("asyncio bare Protocol", peer="asyncio-bare"),
             ServerSpec("asyncio batched Protocol", peer="asyncio-batched"),
             ServerSpec("asyncio batched (uvloop)", peer="asyncio-batched-uvloop"),
             ServerSpec("asyncio streams", peer="asyncio-streams"),
@@ -261,6 +262,12 @@ TARGETS: tuple[Target, ...] = (
     Target(
         "line vs asyncio batched (uvloop), reported",
         _ratio("line", "echoplus line", "asyncio batched (uvloop)"),
+        0.0,
+    ),
+    # The floors: each event loop echoing bytes with no framing at all.
+    Target(
+        "Twisted's floor (bare + direct send) vs asyncio's (bare), reported",
+        _ratio("line", "twisted bare + direct send", "asyncio bare Protocol"),
         0.0,
     ),
     Target(
