@@ -36,6 +36,8 @@ from typing import Any, Callable
 
 from twisted.internet import tcp, unix
 
+from echoplus._extensions import MODULES
+
 __all__ = ["DIRECT_SEND_TYPES", "can_send_directly", "choose_writer"]
 
 #: The transport classes the direct send is proven against.  Exact types:
@@ -76,40 +78,7 @@ def choose_writer(transport: Any, producer: object) -> Callable[[bytes], None]:
 
 def _direct_writer(transport: Any, producer: object) -> Callable[[bytes], None]:
     """
-    Build the direct writer of one TCP/UNIX server transport.
+    Build the direct writer of one TCP/UNIX server transport: a
+    C{DirectWriter} of the read path's module, compiled when echoplus is.
     """
-    send = transport.socket.send
-    write = transport.write
-    # unix.Server may have file descriptors queued to go with the next bytes.
-    has_fd_queue = hasattr(transport, "_sendmsgQueue")
-
-    def write_now(data: bytes) -> None:
-        t = transport
-        if (
-            t._tempDataLen
-            or t.dataBuffer
-            or t.disconnecting
-            or not t.connected
-            or t._writeDisconnecting
-            or t._writeDisconnected
-            or t.TLS
-            or (t.producer is not None and t.producer is not producer)
-            or (has_fd_queue and t._sendmsgQueue)
-            or not data
-        ):
-            write(data)
-            return
-        try:
-            sent = send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:
-            # The peer has gone (EPIPE, ECONNRESET, ...).  Do not raise into
-            # dataReceived: Twisted's own write path meets the same error on
-            # its next attempt and closes the connection.
-            write(data)
-            return
-        if sent < len(data):
-            write(data[sent:])
-
-    return write_now
+    return MODULES["_readpath"].DirectWriter(transport, producer)  # type: ignore[no-any-return]
