@@ -121,7 +121,9 @@ class IntPrefixDecoder(BufferedDecoder):
         unpack_from = self._unpack_from
         max_frame = self.max_frame
         end_of_data = len(data)
-        append = frames.append
+        # Compiled, view is a C pointer into data (see _codecs_c.pxd): its
+        # bytes are read, and frames sliced, with no Python object between.
+        view = data
         offset = 0
         start = size
         while start <= end_of_data:
@@ -129,7 +131,7 @@ class IntPrefixDecoder(BufferedDecoder):
                 # Compiled, these are C byte reads: no call, no tuple.
                 length = 0
                 for index in range(offset, start):
-                    length = (length << 8) | data[index]
+                    length = (length << 8) | view[index]
             else:
                 length = unpack_from(data, offset)[0]
             if length > max_frame:
@@ -141,7 +143,7 @@ class IntPrefixDecoder(BufferedDecoder):
             if end > end_of_data:
                 self.need = end - offset
                 return offset
-            append(data[start:end])
+            frames.append(view[start:end])
             offset = end
             start = end + size
         self.need = size
@@ -176,7 +178,7 @@ class NetstringDecoder(BufferedDecoder):
         max_frame = self.max_frame
         max_digits = self._max_digits
         end_of_data = len(data)
-        append = frames.append
+        view = data  # a C pointer into data, compiled (see _codecs_c.pxd)
         known_lengths = _KNOWN_LENGTHS
         offset = 0
         while offset < end_of_data:
@@ -190,13 +192,13 @@ class NetstringDecoder(BufferedDecoder):
                 # (At most 18 digits: a C integer holds them.)
                 digits_end = min(offset + min(max_digits, 18), end_of_data)
                 value = 0
-                while colon < digits_end and 0x30 <= data[colon] <= 0x39:
-                    value = value * 10 + (data[colon] - 0x30)
+                while colon < digits_end and 0x30 <= view[colon] <= 0x39:
+                    value = value * 10 + (view[colon] - 0x30)
                     colon += 1
                 if (
                     offset < colon < end_of_data
-                    and data[colon] == 0x3A  # b":"
-                    and (data[offset] != 0x30 or colon == offset + 1)
+                    and view[colon] == 0x3A  # b":"
+                    and (view[offset] != 0x30 or colon == offset + 1)
                 ):
                     length = value
             if length < 0:
@@ -230,10 +232,10 @@ class NetstringDecoder(BufferedDecoder):
             if end >= end_of_data:
                 self.need = end + 1 - offset
                 return offset
-            if data[end] != 0x2C:  # b","
+            if view[end] != 0x2C:  # b","
                 self.error = BadFrame("netstring is missing its trailing comma")
                 return end_of_data
-            append(data[colon + 1 : end])
+            frames.append(view[colon + 1 : end])
             offset = end + 1
         self.need = 1
         return offset
@@ -454,12 +456,14 @@ class IntPrefixEncoder:
         return self._prefix(len(payload)) + payload
 
     def encode_batch(self, payloads: Sequence[bytes]) -> bytes:
-        known = self._prefixes.get
+        prefixes = self._prefixes
         parts: list[bytes] = []
         for payload in payloads:
             length = len(payload)
-            prefix = known(length) or self._prefix(length)
-            parts += (prefix, payload)
+            # Compiled, the get and the appends are C calls (typed dict and
+            # list): no bound method, no tuple.
+            parts.append(prefixes.get(length) or self._prefix(length))
+            parts.append(payload)
         return b"".join(parts)
 
     def _prefix(self, length: int) -> bytes:
@@ -490,12 +494,13 @@ class NetstringEncoder:
         return b"%d:%b," % (len(payload), payload)
 
     def encode_batch(self, payloads: Sequence[bytes]) -> bytes:
-        known = _NETSTRING_PREFIXES.get
+        known = _NETSTRING_PREFIXES
         parts: list[bytes] = []
         for payload in payloads:
             length = len(payload)
-            prefix = known(length) or _netstring_prefix(length)
-            parts += (prefix, payload, b",")
+            parts.append(known.get(length) or _netstring_prefix(length))
+            parts.append(payload)
+            parts.append(b",")
         return b"".join(parts)
 
 

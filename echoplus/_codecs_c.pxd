@@ -33,6 +33,7 @@ cdef class IntPrefixDecoder(BufferedDecoder):
         end=Py_ssize_t,
         length=Py_ssize_t,
         index=Py_ssize_t,
+        view="const unsigned char*",
     )
     cpdef Py_ssize_t parse(self, bytes data, list frames) except -1
 
@@ -52,6 +53,7 @@ cdef class NetstringDecoder(BufferedDecoder):
         digits_end=Py_ssize_t,
         known_lengths=dict,
         digits=bytes,
+        view="const unsigned char*",
     )
     cpdef Py_ssize_t parse(self, bytes data, list frames) except -1
 
@@ -92,14 +94,14 @@ cdef class IntPrefixEncoder:
     cdef public Py_ssize_t size
 
     cpdef bytes encode(self, payload)
-    @cython.locals(parts=list, length=Py_ssize_t)
+    @cython.locals(parts=list, length=Py_ssize_t, prefixes=dict)
     cpdef bytes encode_batch(self, payloads)
     cdef bytes _prefix(self, Py_ssize_t length)
 
 
 cdef class NetstringEncoder:
     cpdef bytes encode(self, payload)
-    @cython.locals(parts=list, length=Py_ssize_t)
+    @cython.locals(parts=list, length=Py_ssize_t, known=dict)
     cpdef bytes encode_batch(self, payloads)
 
 
