@@ -84,6 +84,8 @@ cdef class LineEncoder:
     # payload + delimiter is a bytearray for a bytearray payload.
     @cython.locals(framed=object)
     cpdef encode(self, payload)
+    @cython.locals(joined=bytes, view="const unsigned char*", byte="unsigned char",
+                   found=Py_ssize_t, index=Py_ssize_t)
     cpdef bytes encode_batch(self, payloads)
 
 
