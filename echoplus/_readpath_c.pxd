@@ -26,9 +26,9 @@ cdef class ReadPath:
     cdef public object _rate
     cdef public object _send
 
-    cpdef _dispatch_frames(self, list frames)
-    cpdef _encode(self, payloads)
-    cpdef _write_encoded(self, Py_ssize_t count, data)
+    cdef _run_frames(self, list frames)
+    cdef _encode_all(self, payloads)
+    cdef _write(self, Py_ssize_t count, data)
 
 
 cdef class DirectWriter:
