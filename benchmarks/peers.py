@@ -14,6 +14,9 @@ killed.  KIND is one of L{PEERS}:
   - C{twisted-bare}: a bare C{Protocol} whose C{dataReceived} writes the
     bytes back (Twisted's floor: no framing at all); C{twisted-bare-direct}
     is the same through echoplus's direct send (what that alone buys);
+    C{twisted-batched-direct} is the hand-batched line echo below, line for
+    line, on Twisted with the direct send (the best hand-written line echo
+    on this reactor);
   - C{asyncio-streams}: C{readline()} / C{write()} / C{drain()};
   - C{asyncio-batched}: an C{asyncio.Protocol} that splits the lines of each
     chunk by hand and writes all replies of a chunk at once (the best
@@ -86,12 +89,31 @@ def _twisted(kind: str, port: int) -> None:
         def dataReceived(self, data: bytes) -> None:
             self.write(data)
 
+    class BatchedDirectEcho(BareDirectEcho):
+        """
+        asyncio's hand-batched line echo, line for line, on Twisted with
+        echoplus's direct send: the best hand-written line echo on this
+        reactor.
+        """
+
+        held = b""
+
+        def dataReceived(self, data: bytes) -> None:
+            if self.held:
+                data = self.held + data
+            lines = data.split(b"\n")
+            self.held = lines.pop()
+            if lines:
+                lines.append(b"")
+                self.write(b"\n".join(lines))
+
     protocols: dict[str, Any] = {
         "twisted-line": LineEcho,
         "twisted-int32": Int32Echo,
         "twisted-netstring": NetstringEcho,
         "twisted-bare": BareEcho,
         "twisted-bare-direct": BareDirectEcho,
+        "twisted-batched-direct": BatchedDirectEcho,
     }
     factory = Factory.forProtocol(protocols[kind])
     factory.noisy = False
@@ -246,6 +268,7 @@ PEERS: dict[str, str] = {
     "twisted-netstring": "netstring",
     "twisted-bare": "raw",
     "twisted-bare-direct": "raw",
+    "twisted-batched-direct": "line",
     "asyncio-streams": "line",
     "asyncio-streams-uvloop": "line",
     "asyncio-batched": "line",

@@ -103,6 +103,7 @@ SCENARIOS: dict[str, Scenario] = {
             ServerSpec("twisted LineReceiver", peer="twisted-line"),
             _BARE,
             ServerSpec("twisted bare + direct send", peer="twisted-bare-direct"),
+            ServerSpec("twisted batched + direct send", peer="twisted-batched-direct"),
             ServerSpec("asyncio bare Protocol", peer="asyncio-bare"),
             ServerSpec("asyncio batched Protocol", peer="asyncio-batched"),
             ServerSpec("asyncio batched (uvloop)", peer="asyncio-batched-uvloop"),
@@ -264,7 +265,18 @@ TARGETS: tuple[Target, ...] = (
         _ratio("line", "echoplus line", "asyncio batched (uvloop)"),
         0.0,
     ),
-    # The floors: each event loop echoing bytes with no framing at all.
+    # The floors: each event loop echoing bytes with no framing at all, and
+    # the same hand-written line echo on each.
+    Target(
+        "line vs hand-batched Twisted (direct send), reported",
+        _ratio("line", "echoplus line", "twisted batched + direct send"),
+        0.0,
+    ),
+    Target(
+        "hand-batched Twisted (direct send) vs asyncio batched, reported",
+        _ratio("line", "twisted batched + direct send", "asyncio batched Protocol"),
+        0.0,
+    ),
     Target(
         "Twisted's floor (bare + direct send) vs asyncio's (bare), reported",
         _ratio("line", "twisted bare + direct send", "asyncio bare Protocol"),
