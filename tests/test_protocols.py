@@ -116,6 +116,25 @@ class StxProtocol(DelimitedProtocol):
         return b"\x02" + payload
 
 
+class CountingLineProtocol(LineProtocol):
+    """
+    A user's subclass with attributes of its own that wraps C{dataReceived}
+    (compiled, the method it wraps is the C read path's).
+    """
+
+    reads = 0
+    seen: list[bytes]
+
+    def connectionMade(self) -> None:
+        self.seen = []
+        super().connectionMade()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.reads += 1
+        self.seen.append(data)
+        super().dataReceived(data)
+
+
 class ShortPrefixProtocol(LengthPrefixedProtocol):
     """
     A two-byte length prefix, by subclassing.
@@ -542,6 +561,21 @@ class SubclassingTests(SynchronousTestCase):
             transport.value(), b"\x02ok\x03\x02ERROR bad-frame: malformed frame\x03"
         )
         self.assertTrue(transport.disconnecting)
+
+    def test_subclass_wraps_the_read_path(self) -> None:
+        """
+        A subclass's own attributes and its C{dataReceived} wrapping the
+        inherited one work on either build; the read path's state reads
+        as attributes.
+        """
+        protocol, transport, _ = connect("tests.test_protocols:CountingLineProtocol")
+        protocol.dataReceived(b"one\ntw")
+        protocol.dataReceived(b"o\n")
+        self.assertEqual(transport.value(), b"one\ntwo\n")
+        self.assertEqual(protocol.reads, 2)
+        self.assertEqual(protocol.seen, [b"one\ntw", b"o\n"])
+        self.assertEqual(protocol.counts(), (2, 2, 8, 8))
+        self.assertEqual((protocol._frames_in, protocol._bytes_out), (2, 8))
 
     def test_length_prefixed_subclass(self) -> None:
         """
