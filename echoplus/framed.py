@@ -10,6 +10,12 @@ connection's own framing.  Around that: the connection's policies
 with its grace period, drain and the producer interface.  It is one state
 machine per connection, which is why it stays one class.
 
+The steps every read takes (C{dataReceived}, the batch's dispatch,
+encoding and the one write funnel) and the state they touch are inherited
+from C{ReadPath} in C{echoplus/_readpath.py}, which is compiled when
+echoplus is built with a C compiler (see docs/architecture.md, "The
+compiled path").
+
 The wire formats themselves, and the registry that names them, are in
 L{echoplus.protocols}.
 """
