@@ -156,3 +156,47 @@ class NoCompilerTests(SynchronousTestCase):
         self.assertIn(
             "ECHOPLUS_REQUIRE_EXTENSIONS is set, but the compile failed", output
         )
+
+
+class SourceDistributionTests(SynchronousTestCase):
+    """
+    The sdist carries what a build on another machine compiles.
+    """
+
+    def test_sources_and_types(self) -> None:
+        """
+        Both compiled sources and their C{.pxd} files are in the sdist; the
+        generated C and any built module are not.
+        """
+        try:
+            import setuptools  # noqa: F401
+        except ImportError as error:
+            raise SkipTest(f"building an sdist needs setuptools ({error})")
+        source = _temporary_directory() / "source"
+        shutil.copytree(REPO, source, ignore=_IGNORED)
+        target = _temporary_directory() / "dist"
+        result = subprocess.run(
+            [sys.executable, "setup.py", "-q", "sdist", "-d", str(target)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=str(source),
+            env={k: v for k, v in os.environ.items() if not k.startswith("ECHOPLUS_")},
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        (archive,) = target.glob("echoplus-*.tar.gz")
+        import tarfile
+
+        with tarfile.open(archive) as sdist:
+            names = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
+        for needed in (
+            "echoplus/_codecs.py",
+            "echoplus/_codecs_c.pxd",
+            "echoplus/_readpath.py",
+            "echoplus/_readpath_c.pxd",
+            "setup.py",
+        ):
+            self.assertIn(needed, names)
+        self.assertFalse(
+            [name for name in names if name.endswith((".c", ".so"))], names
+        )
