@@ -18,6 +18,9 @@ unchanged, with no C{cython} import.
 Everything else a connection does (connecting, errors, closing, flow
 control, policies) stays in interpreted Python, where it is read and
 subclassed: this class is only what runs on every read and every write.
+L{DirectWriter}, the direct send that writes go through on plain TCP and
+UNIX transports, is here for the same reason; L{echoplus.transports}
+builds it and explains it.
 """
 
 from __future__ import annotations

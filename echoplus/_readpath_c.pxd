@@ -26,6 +26,10 @@ cdef class ReadPath:
     cdef public object _rate
     cdef public object _send
 
+    # C functions: called from here with no lookup for a Python override
+    # first.  Python code calls them through _dispatch_frames, _encode and
+    # _write_encoded; a subclass overriding those is heard only by Python
+    # callers.
     cdef _run_frames(self, list frames)
     cdef _encode_all(self, payloads)
     cdef _write(self, Py_ssize_t count, data)
