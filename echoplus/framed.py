@@ -53,7 +53,7 @@ from echoplus.framing import (
 )
 from echoplus.logs import format_address
 from echoplus.policies import ConnectionPolicies
-from echoplus.transports import choose_writer
+from echoplus.transports import can_send_directly, choose_writer
 
 # The per-read path (dataReceived, the batch's dispatch, encoding, the write
 # funnel) and the state it touches: compiled when echoplus was built with a
@@ -498,11 +498,21 @@ class FramedProtocol(ReadPath, ConnectionPolicies, Protocol):
 
     def drain(self) -> None:
         """
-        Graceful shutdown: read nothing more, let the requests in progress
-        finish, write their replies, then close.
+        Graceful shutdown: answer what the client has already sent, read
+        nothing more, let the requests in progress finish, write their
+        replies, then close.
         """
         if self._closing:
             return
+        if not self._paused and can_send_directly(self.transport):
+            # What the client sent before the drain began may still be in
+            # the socket's buffer, not yet read (a connection accepted just
+            # before a rolling restart's SIGTERM): take it now, through the
+            # transport's own read (IReadDescriptor.doRead; Twisted has no
+            # "read what is buffered" of its own), so that it is answered.
+            self.transport.doRead()
+            if self._closing:
+                return
         self._input_done = True
         self._pause("draining")
         if not self._dispatcher.pending and self._fatal is None:

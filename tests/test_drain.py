@@ -9,12 +9,14 @@ from __future__ import annotations
 import signal
 import socket
 import time
-from typing import Any
+from typing import Any, Generator
 
 from twisted.internet import task
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.task import deferLater
 from twisted.internet.testing import StringTransport
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from echoplus.config import ListenerSettings
 from echoplus.drain import POLL_INTERVAL, Drainer, install_signal_handlers
@@ -313,3 +315,42 @@ class DrainIntegrationTests(SynchronousTestCase):
             self.assertEqual(receive_until_closed(sock), b"")
         except ConnectionResetError:
             pass  # aborted: as good as closed
+
+
+class BufferedRequestDrainTests(TestCase):
+    """
+    A request already in the socket's buffer when the drain begins is
+    answered (a connection accepted just before a rolling restart's
+    SIGTERM).  Real loopback sockets and the real reactor: the server side
+    stops reading first, so that the request waits unread in the kernel.
+    """
+
+    @inlineCallbacks
+    def test_buffered_request_answered(self) -> Generator[Deferred[Any], Any, None]:
+        """
+        The request sent before C{drain()} gets its reply before the close.
+        """
+        from twisted.internet import reactor
+
+        settings = ListenerSettings(
+            endpoint="tcp:0", framing="line", processors=parse_chain("echo")
+        )
+        factory = EchoPlusFactory(settings, reactor)
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        client = socket.create_connection(("127.0.0.1", port.getHost().port), 5)
+        self.addCleanup(client.close)
+        for _ in range(500):
+            if factory.connections:
+                break
+            yield deferLater(reactor, 0.01)
+        (protocol,) = factory.connections.values()
+        protocol.transport.stopReading()  # the reactor leaves it unread
+        client.sendall(b"sent before the drain\n")
+        yield deferLater(reactor, 0.1)  # in the server's socket buffer
+        protocol.drain()
+        for _ in range(500):
+            if not factory.connections:
+                break
+            yield deferLater(reactor, 0.01)
+        self.assertEqual(receive_until_closed(client), b"sent before the drain\n")
