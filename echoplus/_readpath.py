@@ -85,7 +85,7 @@ class ReadPath:
     # lookup for an override before each call, which Cython caches per call
     # site, so that on a busy server it missed on every read, alternating
     # between connections).  Python code, the protocol's and its
-    # subclasses', calls them through these three.
+    # subclasses', calls them through these three and _write_payloads.
 
     def _dispatch_frames(self, frames: list[bytes]) -> None:
         """
@@ -107,6 +107,13 @@ class ReadPath:
         here.
         """
         self._write(count, data)
+
+    def _write_payloads(self, payloads: Sequence[bytes]) -> None:
+        """
+        Encode payloads and write them in one write: pushes, replies that
+        complete after their read, error frames.
+        """
+        self._write(len(payloads), self._encode_all(payloads))
 
     def _run_frames(self, frames: list[bytes]) -> None:
         count = len(frames)

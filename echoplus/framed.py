@@ -362,12 +362,6 @@ class FramedProtocol(ReadPath, ConnectionPolicies, Protocol):
             getattr(encoder, "size", None),
         )
 
-    def _write_payloads(self, payloads: Sequence[bytes]) -> None:
-        """
-        Encode payloads and write them in one write.
-        """
-        self._write_encoded(len(payloads), self._encode(payloads))
-
     def _encode_each(self, payloads: Sequence[bytes]) -> list[bytes]:
         """
         Encode payloads one at a time, replacing those the framing cannot

@@ -73,12 +73,5 @@ def choose_writer(transport: Any, producer: object) -> Callable[[bytes], None]:
     """
     if not can_send_directly(transport):
         return transport.write  # type: ignore[no-any-return]
-    return _direct_writer(transport, producer)
-
-
-def _direct_writer(transport: Any, producer: object) -> Callable[[bytes], None]:
-    """
-    Build the direct writer of one TCP/UNIX server transport: a
-    C{DirectWriter} of the read path's module, compiled when echoplus is.
-    """
+    # The read path's DirectWriter: compiled with it when echoplus is.
     return MODULES["_readpath"].DirectWriter(transport, producer)  # type: ignore[no-any-return]
